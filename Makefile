@@ -1,0 +1,65 @@
+# One command runs the whole system (`make up`), one runs every test (`make test`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+TOOLS := var/tools
+UV := $(TOOLS)/bin/uv
+BIN := .venv/bin
+SERVICES := customer account order orchestrator
+
+.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check
+
+help:
+	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
+	@echo "make up-bg     the same, in the background; 'make down' stops it"
+	@echo "make status    show the processes of a running stack"
+	@echo "make test      lint, type-check, unit and end-to-end tests (real PostgreSQL, Redis, Celery, Envoy)"
+
+# uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The project's virtualenv, installed exactly from uv.lock.
+$(BIN)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+venv: $(BIN)/.synced
+
+up: venv
+	$(BIN)/python -m deploy.local.stack up
+
+up-bg: venv
+	$(BIN)/python -m deploy.local.stack up --detach
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deploy.local.stack down; fi
+
+status: venv
+	$(BIN)/python -m deploy.local.stack status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+migrations-check: venv
+	@for s in $(SERVICES); do \
+		$(BIN)/python manage.py makemigrations --check --dry-run --settings=$$s.settings >/dev/null \
+			|| { echo "missing migrations in $$s"; exit 1; }; \
+	done
+
+# Each service's own tests run under its own settings and test database.
+test-unit: venv
+	@for s in $(SERVICES); do \
+		echo "== $$s"; $(BIN)/pytest $$s --ds=$$s.settings -q || exit 1; \
+	done
+	@echo "== common"; $(BIN)/pytest common --ds=account.settings -q
+
+# Starts a private stack (its own ports, databases and Redis db) with every real process.
+test-e2e: venv
+	$(BIN)/pytest tests -p no:django -q
+
+test: lint migrations-check test-unit test-e2e

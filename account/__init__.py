@@ -1,0 +1,5 @@
+"""The account service: a Django project of its own, with its own database and queue."""
+
+from account.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,1 @@
+"""Shared library of the four services: settings base, outbox, inbox, messaging, API plumbing."""

@@ -1,0 +1,1 @@
+"""HTTP API plumbing shared by every service: problem+json errors, pagination, health."""

@@ -1,0 +1,125 @@
+"""Expected failures and their one translation to RFC 9457 ``application/problem+json``."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class BusinessError(Exception):
+    """An expected business failure: a machine-readable ``code`` and the HTTP status it maps to.
+
+    Use-cases raise it; the API layer renders it. Nothing else decides how failures look.
+    """
+
+    def __init__(self, code: str, detail: str, *, status: int = 400, **extra: Any) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.extra = extra
+
+
+class NotFoundError(BusinessError):
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__("not_found", f"{what} {ident} does not exist.", status=404)
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def problem_response(status: int, code: str, detail: str, **extra: Any) -> Response:
+    return Response(
+        problem(status, code, detail, **extra), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+_DRF_CODES: dict[type[exceptions.APIException], str] = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotFound: "not_found",
+    exceptions.Throttled: "rate_limited",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+}
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: every expected error becomes problem+json."""
+    response = _to_problem(exc)
+    if response is not None:
+        set_rollback()
+        request = context.get("request")
+        if request is not None and isinstance(response.data, dict):
+            response.data["instance"] = request.path
+    return response
+
+
+def _to_problem(exc: Exception) -> Response | None:
+    if isinstance(exc, BusinessError):
+        return problem_response(exc.status, exc.code, exc.detail, **exc.extra)
+    if isinstance(exc, Http404):
+        return problem_response(404, "not_found", "Not found.")
+    if isinstance(exc, RequestDataTooBig):
+        return problem_response(413, "payload_too_large", "Request body is too large.")
+    if isinstance(exc, PermissionDenied):
+        return problem_response(403, "permission_denied", "Permission denied.")
+    if isinstance(exc, exceptions.ValidationError):
+        return problem_response(
+            400, "validation_error", "The request body or query is invalid.", errors=exc.detail
+        )
+    if isinstance(exc, exceptions.APIException):
+        code = next(
+            (c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)),
+            str(exc.default_code),
+        )
+        response = problem_response(exc.status_code, code, str(exc.detail))
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, exceptions.Throttled) and wait is not None:
+            response["Retry-After"] = str(int(wait))
+        return response
+    return None
+
+
+def _plain_problem(status: int, code: str, detail: str) -> HttpResponse:
+    return JsonResponse(
+        problem(status, code, detail), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+# Django-level handlers, for requests that never reach a DRF view (unknown paths, crashes).
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _plain_problem(400, "bad_request", "Bad request.")
+
+
+def permission_denied_view(
+    request: HttpRequest, exception: Exception | None = None
+) -> HttpResponse:
+    return _plain_problem(403, "permission_denied", "Permission denied.")
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _plain_problem(404, "not_found", f"No resource at {request.path}.")
+
+
+def server_error_view(request: HttpRequest) -> HttpResponse:
+    return _plain_problem(500, "internal_error", "The server failed to handle the request.")

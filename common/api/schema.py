@@ -1,0 +1,41 @@
+"""OpenAPI pieces every service's API declares the same way."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    name="Idempotency-Key",
+    type=OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "At most 255 characters. The same key with the same body returns the first response "
+        "and has no second effect; with a different body it is refused with 422."
+    ),
+)
+
+Problem = inline_serializer(
+    name="Problem",
+    fields={
+        "type": serializers.CharField(),
+        "title": serializers.CharField(),
+        "status": serializers.IntegerField(),
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "instance": serializers.CharField(required=False),
+        "errors": serializers.DictField(required=False),
+    },
+)
+
+PROBLEM_RESPONSES = {
+    code: OpenApiResponse(Problem, description=description)
+    for code, description in {
+        400: "Invalid input (application/problem+json)",
+        404: "Unknown id",
+        409: "Conflict with the current state",
+        422: "Idempotency-Key reused with a different request",
+    }.items()
+}

@@ -1,0 +1,1 @@
+"""``Idempotency-Key`` for POST endpoints: the first response is stored and replayed."""

@@ -1,0 +1,152 @@
+"""Settings shared by every service. Values come from the environment, with local defaults.
+
+A service's ``settings.py`` is one call::
+
+    globals().update(service_settings("customer", apps=["customer.customers"]))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import environ
+
+from common.messaging.routing import SERVICES
+from common.settings.database import database_url
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+env = environ.Env()
+_ENV_FILE = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+if _ENV_FILE.is_file():
+    env.read_env(str(_ENV_FILE))
+
+COMMON_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_prometheus",
+    "common.ops",
+    "common.idempotency",
+]
+
+
+def service_settings(service: str, *, apps: list[str]) -> dict[str, Any]:
+    """Build the settings of one service. ``service`` is also its queue and URL prefix."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}")
+    debug = env.bool("DEBUG", default=False)
+    database = environ.Env.db_url_config(database_url(service, os.environ))
+    database.setdefault("OPTIONS", {})
+    database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    database["CONN_HEALTH_CHECKS"] = True
+    redis_url = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+    return {
+        "SERVICE_NAME": service,
+        "BASE_DIR": BASE_DIR,
+        "SECRET_KEY": env.str("SECRET_KEY", default="insecure-local-development-key-change-me"),
+        "DEBUG": debug,
+        "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"]),
+        "CSRF_TRUSTED_ORIGINS": env.list(
+            "CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+        ),
+        "INSTALLED_APPS": [*COMMON_APPS, *apps],
+        "MIDDLEWARE": [
+            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "django_prometheus.middleware.PrometheusAfterMiddleware",
+        ],
+        "ROOT_URLCONF": f"{service}.urls",
+        "WSGI_APPLICATION": f"{service}.wsgi.application",
+        "TEMPLATES": [
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [],
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ]
+                },
+            }
+        ],
+        "DATABASES": {"default": database},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "AUTH_PASSWORD_VALIDATORS": [],
+        "LANGUAGE_CODE": "en-us",
+        "TIME_ZONE": "UTC",
+        "USE_I18N": False,
+        "USE_TZ": True,
+        # Each service lives under its own prefix behind the gateway, static files included.
+        "STATIC_URL": f"/{service}/static/",
+        # Only the container image collects static files; elsewhere WhiteNoise serves them from apps.
+        "STATIC_ROOT": env.str("STATIC_ROOT", default="") or None,
+        "WHITENOISE_USE_FINDERS": True,
+        "WHITENOISE_AUTOREFRESH": debug,
+        "LOGIN_URL": f"/{service}/admin/login/",
+        "SESSION_COOKIE_NAME": f"{service}_sessionid",
+        "CSRF_COOKIE_NAME": f"{service}_csrftoken",
+        "SESSION_COOKIE_PATH": f"/{service}/",
+        "CSRF_COOKIE_PATH": f"/{service}/",
+        "USE_X_FORWARDED_HOST": False,
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": 1024 * 1024,
+        "REDIS_URL": redis_url,
+        "REST_FRAMEWORK": {
+            "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_AUTHENTICATION_CLASSES": [],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+            "UNAUTHENTICATED_USER": None,
+            "DEFAULT_PAGINATION_CLASS": "common.api.pagination.Pagination",
+            "PAGE_SIZE": 50,
+            "EXCEPTION_HANDLER": "common.api.errors.problem_exception_handler",
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "DATETIME_FORMAT": "iso-8601",
+            "COERCE_DECIMAL_TO_STRING": False,
+        },
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": f"{service} service API",
+            "DESCRIPTION": f"Public API v1 of the café backend's {service} service.",
+            "VERSION": "1.0.0",
+            "SERVE_INCLUDE_SCHEMA": False,
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+            "SCHEMA_PATH_PREFIX": r"/api/v1",
+            "COMPONENT_SPLIT_REQUEST": True,
+        },
+        "LOGGING": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "plain": {"format": f"%(asctime)s %(levelname)s [{service}] %(name)s: %(message)s"}
+            },
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+            "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+            "loggers": {
+                "django.db.backends": {"level": "WARNING"},
+            },
+        },
+        "PROMETHEUS_EXPORT_MIGRATIONS": False,
+        "IDEMPOTENCY_RETENTION_HOURS": env.float("IDEMPOTENCY_RETENTION_HOURS", default=24.0),
+        "PRUNE_BATCH_SIZE": env.int("PRUNE_BATCH_SIZE", default=1000),
+    }

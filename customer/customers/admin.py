@@ -1,0 +1,32 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from customer.customers.models import Customer
+from customer.customers.services import customer_block, customer_unblock
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("name", "email", "status", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("name", "email", "id")
+    date_hierarchy = "created_at"
+    readonly_fields = ("id", "name", "email", "status", "created_at", "updated_at")
+    actions = ["block", "unblock"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Registration goes through the use-case (and, later, its outbox event), not a bare form.
+        return False
+
+    @admin.action(description="Block selected customers")
+    def block(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        for customer_id in queryset.values_list("pk", flat=True):
+            customer_block(customer_id=customer_id)
+        self.message_user(request, f"Blocked {queryset.count()} customer(s).", messages.SUCCESS)
+
+    @admin.action(description="Unblock selected customers")
+    def unblock(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        for customer_id in queryset.values_list("pk", flat=True):
+            customer_unblock(customer_id=customer_id)
+        self.message_user(request, f"Unblocked {queryset.count()} customer(s).", messages.SUCCESS)

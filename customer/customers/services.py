@@ -1,0 +1,47 @@
+"""Write use-cases of the customer service. Nothing else writes Customer rows."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from common.api.errors import BusinessError, NotFoundError
+from customer.customers.models import Customer
+
+
+def _email_taken(email: str) -> BusinessError:
+    return BusinessError("email_taken", f"The email {email} is already registered.", status=409)
+
+
+def customer_register(*, name: str, email: str) -> Customer:
+    with transaction.atomic():
+        if Customer.objects.filter(email__iexact=email).exists():
+            raise _email_taken(email)
+        try:
+            with transaction.atomic():
+                customer = Customer.objects.create(name=name, email=email)
+        except IntegrityError as exc:  # lost a race with a concurrent sign-up
+            raise _email_taken(email) from exc
+    return customer
+
+
+def _customer_set_status(*, customer_id: uuid.UUID, status: Customer.Status) -> Customer:
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        if customer is None:
+            raise NotFoundError("Customer", customer_id)
+        if customer.status != status:
+            customer.status = status
+            customer.updated_at = timezone.now()
+            customer.save(update_fields=["status", "updated_at"])
+    return customer
+
+
+def customer_block(*, customer_id: uuid.UUID) -> Customer:
+    return _customer_set_status(customer_id=customer_id, status=Customer.Status.BLOCKED)
+
+
+def customer_unblock(*, customer_id: uuid.UUID) -> Customer:
+    return _customer_set_status(customer_id=customer_id, status=Customer.Status.ACTIVE)

@@ -1,0 +1,73 @@
+"""HTTP API of the order service: the menu and read access to orders."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.api.pagination import Pagination
+from common.api.schema import PROBLEM_RESPONSES
+from order.orders.models import MenuItem, Order, OrderLine
+from order.orders.selectors import menu_list, order_get, order_list
+
+
+class MenuItemOutputSerializer(serializers.ModelSerializer[MenuItem]):
+    class Meta:
+        model = MenuItem
+        fields = ["id", "name", "kind", "price"]
+
+
+class OrderLineOutputSerializer(serializers.ModelSerializer[OrderLine]):
+    class Meta:
+        model = OrderLine
+        fields = ["menu_item_id", "name", "quantity", "unit_price"]
+
+
+class OrderOutputSerializer(serializers.ModelSerializer[Order]):
+    items = OrderLineOutputSerializer(source="lines", many=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "customer_id",
+            "items",
+            "total",
+            "state",
+            "reason",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class MenuApi(APIView):
+    @extend_schema(responses={200: MenuItemOutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(MenuItemOutputSerializer(menu_list(), many=True).data)
+
+
+class OrderListApi(APIView):
+    class FilterSerializer(serializers.Serializer[None]):
+        customer_id = serializers.UUIDField(required=False)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("customer_id", uuid.UUID, required=False)],
+        responses={200: OrderOutputSerializer(many=True), **PROBLEM_RESPONSES},
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(order_list(**filters.validated_data), request, view=self)
+        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(responses={200: OrderOutputSerializer, **PROBLEM_RESPONSES})
+    def get(self, request: Request, order_id: uuid.UUID) -> Response:
+        return Response(OrderOutputSerializer(order_get(order_id=order_id)).data)

@@ -1,0 +1,93 @@
+"""A whole private stack for the end-to-end tests: every real process, behind the real gateway.
+
+It is started with the same command as ``make up`` (``deploy.local.stack up --detach``), on
+its own ports, databases (``e2e_<service>``) and Redis database, so it never touches the stack
+a developer is running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("customer", "account", "order", "orchestrator")
+PORT_BASE = int(os.environ.get("E2E_PORT_BASE", "18000"))
+REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/1")
+PG_DSN = os.environ.get("E2E_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict[str, str]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15.0)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def manage(self, service: str, *args: str) -> str:
+        return self.run("manage.py", *args, f"--settings={service}.settings").stdout
+
+    def supervisorctl(self, *args: str) -> str:
+        conf = Path(self.env["STACK_DIR"]) / "supervisord.conf"
+        bindir = Path(sys.executable).parent
+        return subprocess.run(
+            [str(bindir / "supervisorctl"), "-c", str(conf), *args], capture_output=True, text=True
+        ).stdout
+
+
+def _fresh_databases() -> None:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        for service in SERVICES:
+            conn.execute(f'DROP DATABASE IF EXISTS "e2e_{service}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    env = {
+        **os.environ,
+        "STACK_DIR": str(ROOT / "var" / "e2e"),
+        "STACK_PORT_BASE": str(PORT_BASE),
+        "DATABASE_NAME_PREFIX": "e2e_",
+        "REDIS_URL": REDIS_URL,
+        "ADMIN_USERNAME": "admin",
+        "ADMIN_PASSWORD": "e2e-admin",
+    }
+    for service in SERVICES:
+        env.pop(f"{service.upper()}_DATABASE_URL", None)
+    running = Stack(url=f"http://127.0.0.1:{PORT_BASE}", env=env)
+    running.run("-m", "deploy.local.stack", "down", check=False)
+    _fresh_databases()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    started = running.run("-m", "deploy.local.stack", "up", "--detach", check=False)
+    if started.returncode != 0:
+        pytest.fail(f"stack did not start:\n{started.stdout}\n{started.stderr}")
+    try:
+        yield running
+    finally:
+        running.run("-m", "deploy.local.stack", "down", check=False)
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client
