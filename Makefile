@@ -8,13 +8,14 @@ UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
-.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check
+.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox
 
 help:
 	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
 	@echo "make up-bg     the same, in the background; 'make down' stops it"
 	@echo "make status    show the processes of a running stack"
 	@echo "make test      lint, type-check, unit and end-to-end tests (real PostgreSQL, Redis, Celery, Envoy)"
+	@echo "make bench-outbox  relay drain rate and commit-to-publish latency (prints JSON last)"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -47,7 +48,7 @@ lint: venv
 
 migrations-check: venv
 	@for s in $(SERVICES); do \
-		$(BIN)/python manage.py makemigrations --check --dry-run --settings=$$s.settings >/dev/null \
+		$(BIN)/python -W ignore::RuntimeWarning manage.py makemigrations --check --dry-run --settings=$$s.settings >/dev/null \
 			|| { echo "missing migrations in $$s"; exit 1; }; \
 	done
 
@@ -63,3 +64,6 @@ test-e2e: venv
 	$(BIN)/pytest tests -p no:django -q
 
 test: lint migrations-check test-unit test-e2e
+
+bench-outbox: venv
+	$(BIN)/python -m tests.bench.outbox

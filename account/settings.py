@@ -2,4 +2,8 @@
 
 from common.settings import service_settings
 
-globals().update(service_settings("account", apps=["account.accounts"]))
+globals().update(
+    service_settings(
+        "account", apps=["account.accounts"], handlers="account.accounts.handlers.HANDLERS"
+    )
+)

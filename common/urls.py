@@ -6,10 +6,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
-from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common.api.health import healthz, readyz
+from common.metrics import metrics_view
 
 # Django's own error pages become problem+json, like every DRF error.
 handler400 = "common.api.errors.bad_request_view"
@@ -32,5 +32,5 @@ def service_urlpatterns(api_urls: str) -> list[URLPattern | URLResolver]:
         ),
         path(f"{service}/healthz", healthz, name="healthz"),
         path(f"{service}/readyz", readyz, name="readyz"),
-        path(f"{service}/metrics", ExportToDjangoView, name="metrics"),
+        path(f"{service}/metrics", metrics_view, name="metrics"),
     ]

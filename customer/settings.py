@@ -2,4 +2,8 @@
 
 from common.settings import service_settings
 
-globals().update(service_settings("customer", apps=["customer.customers"]))
+globals().update(
+    service_settings(
+        "customer", apps=["customer.customers"], handlers="customer.customers.handlers.HANDLERS"
+    )
+)

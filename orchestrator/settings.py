@@ -2,4 +2,8 @@
 
 from common.settings import service_settings
 
-globals().update(service_settings("orchestrator", apps=["orchestrator.sagas"]))
+globals().update(
+    service_settings(
+        "orchestrator", apps=["orchestrator.sagas"], handlers="orchestrator.sagas.handlers.HANDLERS"
+    )
+)

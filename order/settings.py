@@ -2,4 +2,6 @@
 
 from common.settings import service_settings
 
-globals().update(service_settings("order", apps=["order.orders"]))
+globals().update(
+    service_settings("order", apps=["order.orders"], handlers="order.orders.handlers.HANDLERS")
+)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from account.accounts.models import Account, LedgerEntry
+from account.accounts.models import Account, LedgerEntry, OrderPayment
 from common.admin import ReadOnlyAdmin
 
 
@@ -31,3 +31,11 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ("account__customer_id", "order_id")
     date_hierarchy = "created_at"
     list_select_related = ("account",)
+
+
+@admin.register(OrderPayment)
+class OrderPaymentAdmin(ReadOnlyAdmin):
+    list_display = ("order_id", "customer_id", "state", "amount", "created_at", "updated_at")
+    list_filter = ("state", "created_at")
+    search_fields = ("order_id", "customer_id")
+    date_hierarchy = "created_at"

@@ -66,3 +66,29 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} on {self.account_id}"
+
+
+class OrderPayment(models.Model):
+    """What happened to one order's money. The order id is the natural key of debit and refund:
+    one charge per order, one refund per order, and no charge after a refund or a void."""
+
+    class State(models.TextChoices):
+        CHARGED = "charged"
+        REFUNDED = "refunded"
+        # Refunded before any charge arrived (a debit that timed out): a late debit is refused.
+        VOIDED = "voided"
+
+    order_id = models.UUIDField(primary_key=True)
+    customer_id = models.UUIDField(db_index=True)
+    amount = models.BigIntegerField(help_text="Integer yen charged (0 when voided)")
+    state = models.CharField(max_length=8, choices=State.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="payment_amount_not_negative")
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.state} {self.amount}"

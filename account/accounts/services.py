@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from account.accounts.models import Account, LedgerEntry
-from common.api.errors import NotFoundError
+from account.accounts.models import Account, LedgerEntry, OrderPayment
+from common.api.errors import BusinessError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,60 @@ def account_deposit(*, customer_id: uuid.UUID, amount: int) -> Posted:
     with transaction.atomic():
         account = _locked_account(customer_id)
         return _post(account, kind=LedgerEntry.Kind.DEPOSIT, amount=amount, order_id=None)
+
+
+def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -> Posted:
+    """Charge an order once. Charging it again returns the first charge; an order whose
+    payment was refunded or voided is never charged."""
+    with transaction.atomic():
+        # The account row lock serialises every movement of this balance (and of its orders).
+        account = Account.objects.select_for_update().filter(pk=customer_id).first()
+        payment = OrderPayment.objects.filter(pk=order_id).first()
+        if payment is not None:
+            if payment.state == OrderPayment.State.CHARGED and account is not None:
+                entry = LedgerEntry.objects.get(order_id=order_id, kind=LedgerEntry.Kind.CHARGE)
+                return Posted(entry=entry, balance=account.balance)
+            raise BusinessError(
+                "order_closed", f"Order {order_id} was already settled.", status=409
+            )
+        if account is None or account.balance < amount:
+            raise BusinessError(
+                "insufficient_funds",
+                f"The balance does not cover {amount} JPY.",
+                status=409,
+                balance=account.balance if account else 0,
+                required=amount,
+            )
+        posted = _post(account, kind=LedgerEntry.Kind.CHARGE, amount=-amount, order_id=order_id)
+        OrderPayment.objects.create(
+            order_id=order_id,
+            customer_id=customer_id,
+            amount=amount,
+            state=OrderPayment.State.CHARGED,
+        )
+        return posted
+
+
+def account_refund(*, customer_id: uuid.UUID, order_id: uuid.UUID) -> Posted | None:
+    """Give back what the order was charged, once. With no charge yet, void the order so a
+    late debit cannot charge it. Returns the refund entry, or None if nothing moved."""
+    with transaction.atomic():
+        account = Account.objects.select_for_update().filter(pk=customer_id).first()
+        payment = OrderPayment.objects.select_for_update().filter(pk=order_id).first()
+        if payment is None:
+            OrderPayment.objects.create(
+                order_id=order_id,
+                customer_id=customer_id,
+                amount=0,
+                state=OrderPayment.State.VOIDED,
+            )
+            return None
+        if payment.state != OrderPayment.State.CHARGED or account is None:
+            return None
+        posted = _post(
+            account, kind=LedgerEntry.Kind.REFUND, amount=payment.amount, order_id=order_id
+        )
+        payment.state = OrderPayment.State.REFUNDED
+        payment.updated_at = timezone.now()
+        payment.save(update_fields=["state", "updated_at"])
+        return posted

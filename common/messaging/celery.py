@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from common.messaging.routing import SERVICES
 
 # Longer than any task may run or wait (retry countdowns stay well below it), so Redis never
 # hands an unacknowledged message to a second worker while the first still holds it.
 VISIBILITY_TIMEOUT_S = 3600
+
+
+def transport_options(visibility_timeout_s: int) -> dict[str, int]:
+    """Redis hands an unacknowledged message (its worker died) out again after the visibility
+    timeout; kombu sweeps for such messages every interval × throttle seconds (100 s by default),
+    which a short timeout (in tests) shortens to match."""
+    options = {"visibility_timeout": visibility_timeout_s}
+    if visibility_timeout_s < 60:
+        options |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    return options
 
 
 def make_celery_app(service: str) -> Celery:
@@ -35,8 +47,44 @@ def make_celery_app(service: str) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options=transport_options(
+            int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT_S))
+        ),
+        # Messages that Celery itself cannot take (undecodable, pickle, unknown task) are
+        # dead-lettered by this consumer instead of being dropped with a log line.
+        worker_consumer="common.inbox.consumer:DeadLetteringConsumer",
+        imports=("common.inbox.tasks",),
+        worker_send_task_events=True,
+        task_send_sent_event=False,
         timezone="UTC",
         enable_utc=True,
     )
     return app
+
+
+HOUSEKEEPING_EVERY_S = 600.0
+
+
+def housekeeping_schedule() -> dict[str, dict[str, object]]:
+    """Beat entries that prune each service's outbox, inbox and idempotency keys on its own queue."""
+    return {
+        f"prune-{service}": {
+            "task": "housekeeping.prune",
+            "schedule": HOUSEKEEPING_EVERY_S,
+            "options": {"queue": service, "expires": HOUSEKEEPING_EVERY_S},
+        }
+        for service in SERVICES
+    }
+
+
+@worker_ready.connect
+def _worker_ready(**_: object) -> None:
+    mark_ready()
+
+
+def mark_ready() -> None:
+    """Let a supervisor see that this process consumes now (``make up`` waits for it)."""
+    marker = os.environ.get("READY_FILE")
+    if marker:
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(marker).touch()

@@ -37,11 +37,14 @@ COMMON_APPS = [
     "django_prometheus",
     "common.ops",
     "common.idempotency",
+    "common.outbox",
+    "common.inbox",
 ]
 
 
-def service_settings(service: str, *, apps: list[str]) -> dict[str, Any]:
-    """Build the settings of one service. ``service`` is also its queue and URL prefix."""
+def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[str, Any]:
+    """Build the settings of one service. ``service`` is also its queue and URL prefix;
+    ``handlers`` is the dotted path of its message handler table."""
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}")
     debug = env.bool("DEBUG", default=False)
@@ -147,6 +150,14 @@ def service_settings(service: str, *, apps: list[str]) -> dict[str, Any]:
             },
         },
         "PROMETHEUS_EXPORT_MIGRATIONS": False,
+        # Messaging: outbox relay, inbox, dead letters (see common.outbox and common.inbox).
+        "MESSAGE_HANDLERS": handlers,
+        "OUTBOX_BATCH_SIZE": env.int("OUTBOX_BATCH_SIZE", default=500),
+        "OUTBOX_POLL_INTERVAL": env.float("OUTBOX_POLL_INTERVAL", default=1.0),
+        "OUTBOX_MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=12),
+        "OUTBOX_RETENTION_HOURS": env.float("OUTBOX_RETENTION_HOURS", default=24.0),
+        "INBOX_RETENTION_HOURS": env.float("INBOX_RETENTION_HOURS", default=24.0 * 7),
+        "INBOX_MAX_RETRIES": env.int("INBOX_MAX_RETRIES", default=8),
         "IDEMPOTENCY_RETENTION_HOURS": env.float("IDEMPOTENCY_RETENTION_HOURS", default=24.0),
         "PRUNE_BATCH_SIZE": env.int("PRUNE_BATCH_SIZE", default=1000),
     }

@@ -11,6 +11,7 @@ from common.settings import service_settings
 _settings: dict[str, Any] = service_settings(
     "customer",
     apps=["customer.customers", "account.accounts", "order.orders", "orchestrator.sagas"],
+    handlers="customer.customers.handlers.HANDLERS",
 )
 globals().update(_settings)
 
@@ -18,3 +19,10 @@ SERVICE_NAME: str = _settings["SERVICE_NAME"]
 REDIS_URL: str = _settings["REDIS_URL"]
 IDEMPOTENCY_RETENTION_HOURS: float = _settings["IDEMPOTENCY_RETENTION_HOURS"]
 PRUNE_BATCH_SIZE: int = _settings["PRUNE_BATCH_SIZE"]
+MESSAGE_HANDLERS: str = _settings["MESSAGE_HANDLERS"]
+OUTBOX_BATCH_SIZE: int = _settings["OUTBOX_BATCH_SIZE"]
+OUTBOX_POLL_INTERVAL: float = _settings["OUTBOX_POLL_INTERVAL"]
+OUTBOX_MAX_ATTEMPTS: int = _settings["OUTBOX_MAX_ATTEMPTS"]
+OUTBOX_RETENTION_HOURS: float = _settings["OUTBOX_RETENTION_HOURS"]
+INBOX_RETENTION_HOURS: float = _settings["INBOX_RETENTION_HOURS"]
+INBOX_MAX_RETRIES: int = _settings["INBOX_MAX_RETRIES"]

@@ -8,6 +8,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.api.errors import BusinessError, NotFoundError
+from common.messaging.contract import CustomerRegistered
+from common.outbox.services import outbox_event
 from customer.customers.models import Customer
 
 
@@ -24,6 +26,28 @@ def customer_register(*, name: str, email: str) -> Customer:
                 customer = Customer.objects.create(name=name, email=email)
         except IntegrityError as exc:  # lost a race with a concurrent sign-up
             raise _email_taken(email) from exc
+        outbox_event(
+            "customer.registered",
+            CustomerRegistered(customer_id=customer.id, name=customer.name, email=customer.email),
+        )
+    return customer
+
+
+def customer_verify(*, customer_id: uuid.UUID) -> Customer:
+    """Check that the customer may order: it exists and is not blocked.
+
+    The row lock orders the check after (or before) a concurrent block, never in between.
+    """
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        if customer is None:
+            raise BusinessError(
+                "unknown_customer", f"Customer {customer_id} does not exist.", status=404
+            )
+        if customer.status == Customer.Status.BLOCKED:
+            raise BusinessError(
+                "customer_blocked", f"Customer {customer_id} is blocked.", status=409
+            )
     return customer
 
 

@@ -267,13 +267,16 @@ def supervisor_conf(stack: Stack, progs: list[Program]) -> str:
             "startretries=50",
             "stopasgroup=true",
             "killasgroup=true",
-            f"stopsignal={prog.stop_signal}",
+            "stopsignal=TERM",
             "stopwaitsecs=20",
             "redirect_stderr=true",
             f"stdout_logfile={esc(str(stack.logs / (prog.name + '.log')))}",
             "stdout_logfile_maxbytes=50MB",
             "stdout_logfile_backups=2",
         ]
+        if prog.env:
+            pairs = ",".join(f'{k}="{esc(v)}"' for k, v in prog.env.items())
+            lines.append(f"environment={pairs}")
     return "\n".join(lines) + "\n"
 
 
@@ -307,6 +310,7 @@ def write_configs(stack: Stack) -> list[Program]:
         python=sys.executable,
         services=SERVICES,
         ports={s: stack.service_port(s) for s in SERVICES},
+        state_dir=stack.dir,
         envoy_config=stack.dir / "envoy.json",
         envoy_base_id=stack.port_base,
     )
@@ -323,7 +327,8 @@ def _ready(url: str) -> bool:
 
 
 def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
-    """Wait until every service answers ``/readyz`` through the gateway."""
+    """Wait until every service answers ``/readyz`` through the gateway, and every worker and
+    relay has said it consumes (each touches its ``READY_FILE``)."""
     deadline = time.monotonic() + timeout_s
     pending = set(SERVICES)
     with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
@@ -332,6 +337,12 @@ def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
             pending = {s for s, ready in checks.items() if not ready.result()}
             if pending:
                 time.sleep(0.3)
+    markers = [f"{s}-{kind}" for s in SERVICES for kind in ("worker", "relay")]
+    while time.monotonic() < deadline and not all(
+        (stack.dir / "ready" / m).exists() for m in markers
+    ):
+        time.sleep(0.2)
+    pending |= {m for m in markers if not (stack.dir / "ready" / m).exists()}
     if pending:
         print(supervisorctl(stack, "status").stdout)
         sys.exit(
@@ -385,6 +396,11 @@ def up(stack: Stack, *, detach: bool) -> None:
     else:
         prepare(stack)
         progs = write_configs(stack)
+        # Metrics files of processes that no longer exist would be summed in forever.
+        shutil.rmtree(stack.dir / "prometheus", ignore_errors=True)
+        shutil.rmtree(stack.dir / "ready", ignore_errors=True)
+        for service in SERVICES:
+            (stack.dir / "prometheus" / service).mkdir(parents=True)
         log(f"starting {len(progs)} processes under supervisord")
         subprocess.run(
             [_venv_bin("supervisord"), "-c", str(stack.dir / "supervisord.conf")],

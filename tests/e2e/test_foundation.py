@@ -24,11 +24,31 @@ def new_customer(gateway: httpx.Client) -> dict[str, object]:
     return response.json()
 
 
+def wait_for_account(gateway: httpx.Client, customer_id: str, timeout_s: float = 5.0) -> float:
+    """Poll until customer.registered has opened the account; returns how long it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if gateway.get(f"/api/v1/accounts/{customer_id}").status_code == 200:
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"account {customer_id} not opened within {timeout_s}s")
+
+
+def test_registering_a_customer_opens_the_account_within_a_second(gateway: httpx.Client) -> None:
+    customer_id = str(new_customer(gateway)["id"])
+
+    took = wait_for_account(gateway, customer_id)
+
+    assert took < 1.0
+    account = gateway.get(f"/api/v1/accounts/{customer_id}").json()
+    assert (account["balance"], account["currency"]) == (0, "JPY")
+
+
 def test_customer_account_and_idempotent_deposit(stack: Stack, gateway: httpx.Client) -> None:
     customer = new_customer(gateway)
     customer_id = str(customer["id"])
     assert gateway.get(f"/api/v1/customers/{customer_id}").json() == customer
-    stack.manage("account", "open_account", customer_id)
+    wait_for_account(gateway, customer_id)
 
     first = gateway.post(
         f"/api/v1/accounts/{customer_id}/deposits",

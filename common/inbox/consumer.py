@@ -1,0 +1,69 @@
+"""A Celery worker consumer that dead-letters what Celery itself cannot take.
+
+Celery's defaults log and drop such messages (undecodable bodies, pickle or other refused
+content types, unknown task names). Here each is written to the dead-letter table with its raw
+body and error, then acknowledged, so the worker goes on consuming and nothing vanishes unseen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed
+
+from common.inbox.models import DeadLetter
+from common.inbox.services import dead_letter_record
+
+logger = logging.getLogger(__name__)
+
+
+class DeadLetteringConsumer(Consumer):
+    def _park(self, message: Any, reason: str, error: Exception | str) -> None:
+        headers = dict(message.headers or {})
+        try:
+            dead_letter_record(
+                reason=reason,
+                error=f"{type(error).__name__}: {error}" if isinstance(error, Exception) else error,
+                raw_body=message.body,
+                message_id=str(headers.get("id") or ""),
+                type_name=str(headers.get("task") or ""),
+                headers={
+                    "content_type": message.content_type,
+                    "content_encoding": message.content_encoding,
+                    **{
+                        k: repr(v)
+                        for k, v in headers.items()
+                        if k in {"id", "task", "origin", "argsrepr"}
+                    },
+                },
+            )
+        except Exception:
+            # Not even parked (the database is down?): leave it unacknowledged. The broker hands it
+            # out again after the visibility timeout; the worker itself must not die of it.
+            logger.exception("could not dead-letter a %s message; it will be redelivered", reason)
+            return
+        message.ack()
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        reason = (
+            DeadLetter.Reason.CONTENT_TYPE
+            if isinstance(exc, ContentDisallowed)
+            else DeadLetter.Reason.UNDECODABLE
+        )
+        self._park(message, reason, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._park(message, DeadLetter.Reason.UNDECODABLE, "not a Celery task message")
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._park(message, DeadLetter.Reason.UNKNOWN_TASK, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        reason = (
+            DeadLetter.Reason.CONTENT_TYPE
+            if isinstance(exc, ContentDisallowed)
+            else DeadLetter.Reason.UNDECODABLE
+        )
+        self._park(message, reason, exc)

@@ -1,0 +1,161 @@
+"""One envelope for every message, and its validation on send and on receipt."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.messaging.contract import Kind, Payload, Reply, message_type, reply_type
+
+SCHEMA_VERSION = 1
+
+
+class Correlation(BaseModel):
+    """Which saga step (and which try of it) a command belongs to, and what a reply answers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    saga_id: uuid.UUID | None = None
+    step: str | None = None
+    attempt: int | None = None
+    in_reply_to: uuid.UUID | None = None
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: uuid.UUID
+    type: str = Field(min_length=3, max_length=100)
+    kind: Kind
+    version: int = SCHEMA_VERSION
+    source: str
+    destination: str | None = None
+    reply_to: str | None = None
+    created_at: datetime
+    correlation: Correlation = Correlation()
+    # Tracing: the message or request that caused this one, and the trace it belongs to.
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload: dict[str, Any]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class InvalidMessage(ValueError):
+    """A message that can never be handled: undecodable, of an unknown type, or off-schema."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# The message being handled (or the HTTP request id being served) in this context, so that
+# every message written meanwhile records what caused it.
+_cause: ContextVar[dict[str, str] | None] = ContextVar("message_cause", default=None)
+
+
+@contextmanager
+def caused_by(**headers: str) -> Iterator[None]:
+    token = _cause.set({k: v for k, v in headers.items() if v})
+    try:
+        yield
+    finally:
+        _cause.reset(token)
+
+
+def causation_of(envelope: Envelope) -> dict[str, str]:
+    """Headers that a message caused by ``envelope`` carries."""
+    inherited = {k: v for k, v in envelope.headers.items() if k in {"trace_id", "request_id"}}
+    return {
+        **inherited,
+        "causation_id": str(envelope.id),
+        "trace_id": inherited.get("trace_id", str(envelope.id)),
+    }
+
+
+def _headers() -> dict[str, str]:
+    return dict(_cause.get() or {})
+
+
+def _checked(type_name: str, kind: Kind, payload: Payload) -> dict[str, Any]:
+    spec = message_type(type_name)
+    if spec.kind is not kind or not isinstance(payload, spec.payload):
+        raise TypeError(f"{type_name} is a {spec.kind} carrying {spec.payload.__name__}")
+    return payload.model_dump(mode="json")
+
+
+def new_command(
+    type_name: str, payload: Payload, *, source: str, correlation: Correlation | None = None
+) -> Envelope:
+    spec = message_type(type_name)
+    return Envelope(
+        id=uuid.uuid4(),
+        type=type_name,
+        kind=Kind.COMMAND,
+        source=source,
+        destination=spec.service,
+        reply_to=source,
+        created_at=datetime.now(UTC),
+        correlation=correlation or Correlation(),
+        headers=_headers(),
+        payload=_checked(type_name, Kind.COMMAND, payload),
+    )
+
+
+def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
+    return Envelope(
+        id=uuid.uuid4(),
+        type=type_name,
+        kind=Kind.EVENT,
+        source=source,
+        created_at=datetime.now(UTC),
+        headers=_headers(),
+        payload=_checked(type_name, Kind.EVENT, payload),
+    )
+
+
+def new_reply(command: Envelope, reply: Reply, *, source: str) -> Envelope:
+    return Envelope(
+        id=uuid.uuid4(),
+        type=reply_type(command.type),
+        kind=Kind.REPLY,
+        source=source,
+        destination=command.reply_to or command.source,
+        created_at=datetime.now(UTC),
+        correlation=command.correlation.model_copy(update={"in_reply_to": command.id}),
+        headers=causation_of(command),
+        payload=reply.model_dump(mode="json"),
+    )
+
+
+def decode(raw: str | bytes) -> tuple[Envelope, Payload]:
+    """Parse and validate a received message; raise :class:`InvalidMessage` if it never can be."""
+    try:
+        envelope = Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        reason = (
+            "undecodable"
+            if any(e["type"] == "json_invalid" for e in exc.errors())
+            else "invalid_envelope"
+        )
+        raise InvalidMessage(reason, str(exc)) from exc
+    try:
+        spec = message_type(envelope.type)
+    except LookupError:
+        raise InvalidMessage("unknown_type", f"no message type {envelope.type!r}") from None
+    if spec.kind is not envelope.kind:
+        raise InvalidMessage(
+            "invalid_envelope", f"{envelope.type} is a {spec.kind}, not a {envelope.kind}"
+        )
+    try:
+        payload = spec.payload.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise InvalidMessage("invalid_payload", str(exc)) from exc
+    return envelope, payload

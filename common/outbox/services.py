@@ -1,0 +1,131 @@
+"""The outbox write API. Only ever called inside the transaction of the change it announces."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from common.messaging.contract import Kind, Payload, Reply, message_type
+from common.messaging.envelope import Correlation, Envelope, new_command, new_event, new_reply
+from common.outbox.models import OutboxMessage
+
+INSERT_AND_NOTIFY = f"""
+WITH rows AS (
+    INSERT INTO {OutboxMessage._meta.db_table}
+        (message_id, type, destination, envelope, status, attempts, available_at, created_at, last_error)
+    SELECT m.message_id, m.type, m.destination, m.envelope, 'pending', 0, now(), clock_timestamp(), ''
+    FROM jsonb_to_recordset(%s::jsonb) AS m(message_id uuid, type text, destination text, envelope jsonb)
+    -- Sending a message again (a stored reply, a requeued dead letter) revives its row.
+    ON CONFLICT (message_id, destination) DO UPDATE
+        SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = ''
+    RETURNING 1
+)
+SELECT pg_notify(%s, (SELECT count(*) FROM rows)::text)
+"""  # noqa: S608 — the table name is ours; values are parameters
+
+
+class OutsideTransaction(RuntimeError):
+    """The outbox was written outside a transaction: the message could outlive a rolled-back change."""
+
+
+def notify_channel(service: str) -> str:
+    return f"outbox_{service}"
+
+
+def _destinations(envelope: Envelope) -> tuple[str, ...]:
+    if envelope.kind is Kind.EVENT:
+        return message_type(envelope.type).subscribers
+    if envelope.destination is None:
+        raise ValueError(f"{envelope.type} has no destination")
+    return (envelope.destination,)
+
+
+def outbox_put(*envelopes: Envelope, destination: str | None = None) -> None:
+    """Write messages to the outbox and wake the relays when the transaction commits.
+
+    One statement inserts every row and sends ``NOTIFY``; PostgreSQL delivers the notification
+    only on commit, and never if the transaction rolls back. ``destination`` overrides where
+    the messages go (used to hand a dead letter back to this service's own queue).
+    """
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        raise OutsideTransaction("outbox_put must run inside transaction.atomic()")
+    rows = []
+    for envelope in envelopes:
+        body = envelope.to_json_dict()
+        for queue in (destination,) if destination else _destinations(envelope):
+            rows.append(
+                {
+                    "message_id": body["id"],
+                    "type": envelope.type,
+                    "destination": queue,
+                    "envelope": {**body, "destination": queue},
+                }
+            )
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_AND_NOTIFY, [json.dumps(rows), notify_channel(settings.SERVICE_NAME)])
+
+
+def outbox_command(
+    type_name: str, payload: Payload, *, correlation: Correlation | None = None
+) -> Envelope:
+    envelope = new_command(
+        type_name, payload, source=settings.SERVICE_NAME, correlation=correlation
+    )
+    outbox_put(envelope)
+    return envelope
+
+
+def outbox_event(type_name: str, payload: Payload) -> Envelope:
+    envelope = new_event(type_name, payload, source=settings.SERVICE_NAME)
+    outbox_put(envelope)
+    return envelope
+
+
+def outbox_reply(command: Envelope, reply: Reply) -> Envelope:
+    envelope = new_reply(command, reply, source=settings.SERVICE_NAME)
+    outbox_put(envelope)
+    return envelope
+
+
+def outbox_requeue(*, ids: list[int] | None = None) -> int:
+    """Give dead rows (all, or the given ones) a fresh set of attempts; returns how many."""
+    with transaction.atomic():
+        rows = OutboxMessage.objects.filter(status=OutboxMessage.Status.DEAD)
+        if ids is not None:
+            rows = rows.filter(pk__in=ids)
+        count = rows.update(
+            status=OutboxMessage.Status.PENDING,
+            attempts=0,
+            available_at=timezone.now(),
+            last_error="",
+        )
+        if count:
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_notify(%s, %s)", [notify_channel(settings.SERVICE_NAME), str(count)]
+                )
+    return count
+
+
+def outbox_prune(*, batch_size: int | None = None) -> int:
+    """Delete sent rows older than the retention period, a small batch per transaction."""
+    cutoff = timezone.now() - timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
+    size = batch_size or settings.PRUNE_BATCH_SIZE
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT, sent_at__lt=cutoff)
+                .order_by("sent_at")
+                .values_list("pk", flat=True)[:size]
+            )
+            if not ids:
+                return deleted
+            deleted += OutboxMessage.objects.filter(pk__in=ids).delete()[0]

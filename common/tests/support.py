@@ -1,0 +1,62 @@
+"""Helpers for the messaging tests: the test broker, reading queues, building messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+from common.messaging.contract import AccountMovement
+from common.messaging.envelope import Correlation, Envelope, new_command
+from common.outbox.services import outbox_put
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The envelopes waiting in a queue, oldest first (kombu pushes left, pops right)."""
+    envelopes = []
+    for item in reversed(client.lrange(queue, 0, -1)):
+        message = json.loads(item)
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        envelopes.append(json.loads(args[0]))
+    return envelopes
+
+
+def debit_command(
+    customer_id: uuid.UUID, amount: int, order_id: uuid.UUID | None = None
+) -> Envelope:
+    """An ``account.debit`` as the orchestrator sends it (so its reply goes to the orchestrator)."""
+    return new_command(
+        "account.debit",
+        AccountMovement(customer_id=customer_id, order_id=order_id or uuid.uuid4(), amount=amount),
+        source="orchestrator",
+        correlation=Correlation(saga_id=uuid.uuid4(), step="debit", attempt=1),
+    )
+
+
+def put(*envelopes: Envelope) -> None:
+    with transaction.atomic():
+        outbox_put(*envelopes)
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout_s: float = 20.0, every_s: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s}s: {predicate}")
+        time.sleep(every_s)

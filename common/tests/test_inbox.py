@@ -1,0 +1,190 @@
+"""Inbox: each message applied once, replies stored and re-sent, bad messages dead-lettered."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from account.accounts.models import Account, LedgerEntry
+from account.accounts.services import account_deposit, account_open
+from common.inbox.models import DeadLetter, InboxMessage
+from common.inbox.services import dead_letter_retry, inbox_prune
+from common.inbox.tasks import consume
+from common.messaging.contract import CustomerRegistered
+from common.messaging.envelope import Envelope, new_event
+from common.outbox.models import OutboxMessage
+from common.tests.support import debit_command
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def deliver(envelope: Envelope | str) -> str:
+    raw = envelope if isinstance(envelope, str) else envelope.model_dump_json()
+    return str(consume.apply(args=(raw,)).get())
+
+
+def funded_account(balance: int) -> uuid.UUID:
+    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
+    account_deposit(customer_id=customer_id, amount=balance)
+    return customer_id
+
+
+def replies() -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.filter(type="account.debit.reply").order_by("id"))
+
+
+def test_a_command_is_applied_once_and_a_duplicate_gets_the_same_reply() -> None:
+    customer_id = funded_account(1000)
+    command = debit_command(customer_id, 300)
+
+    first = deliver(command)
+    OutboxMessage.objects.update(status="sent", sent_at=timezone.now())  # the relay sent the reply
+    second = deliver(command)
+
+    assert (first, second) == ("handled", "duplicate")
+    assert Account.objects.get(pk=customer_id).balance == 700
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+    assert InboxMessage.objects.filter(pk=command.id).count() == 1
+    [reply] = replies()
+    assert reply.status == "pending"  # the stored reply, revived to be sent again
+    assert reply.destination == "orchestrator"
+    assert reply.envelope["correlation"]["in_reply_to"] == str(command.id)
+    assert reply.envelope["payload"]["ok"] is True
+    assert reply.envelope["headers"]["causation_id"] == str(command.id)
+
+
+def test_a_business_failure_is_a_failure_reply_and_changes_nothing() -> None:
+    customer_id = funded_account(100)
+    command = debit_command(customer_id, 300)
+
+    assert deliver(command) == "handled"
+
+    [reply] = replies()
+    assert reply.envelope["payload"]["ok"] is False
+    assert reply.envelope["payload"]["reason"] == "insufficient_funds"
+    assert Account.objects.get(pk=customer_id).balance == 100
+    stored = InboxMessage.objects.get(pk=command.id).reply
+    assert stored is not None
+    assert stored["id"] == reply.envelope["id"]
+
+
+def test_the_same_order_is_charged_once_even_under_a_new_message_id() -> None:
+    customer_id = funded_account(1000)
+    order_id = uuid.uuid4()
+
+    deliver(debit_command(customer_id, 300, order_id))
+    deliver(debit_command(customer_id, 300, order_id))
+
+    assert Account.objects.get(pk=customer_id).balance == 700
+    assert [r.envelope["payload"]["ok"] for r in replies()] == [True, True]
+
+
+def test_customer_registered_opens_the_account_once() -> None:
+    customer_id = uuid.uuid4()
+    event = new_event(
+        "customer.registered",
+        CustomerRegistered(customer_id=customer_id, name="A", email="a@example.com"),
+        source="customer",
+    )
+
+    assert [deliver(event), deliver(event)] == ["handled", "duplicate"]
+    assert Account.objects.get(pk=customer_id).balance == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("{not json", "undecodable"),
+        (json.dumps({"id": "x"}), "invalid_envelope"),
+        ("UNKNOWN", "unknown_type"),
+        ("BAD_PAYLOAD", "invalid_payload"),
+        ("REPLY", "no_handler"),
+    ],
+)
+def test_messages_that_can_never_be_handled_are_dead_lettered(raw: str, reason: str) -> None:
+    good = debit_command(uuid.uuid4(), 1).model_dump(mode="json")
+    raw = {
+        "UNKNOWN": json.dumps({**good, "type": "account.teleport"}),
+        "BAD_PAYLOAD": json.dumps({**good, "payload": {"amount": -5}}),
+        "REPLY": json.dumps(
+            {**good, "type": "account.debit.reply", "kind": "reply", "payload": {"ok": True}}
+        ),
+    }.get(raw, raw)
+
+    assert deliver(raw) == "dead"
+
+    letter = DeadLetter.objects.get()
+    assert letter.reason == reason
+    assert letter.raw_body == raw
+    assert letter.error
+    assert InboxMessage.objects.count() == 0
+
+
+def test_a_task_call_of_the_wrong_shape_is_dead_lettered() -> None:
+    assert str(consume.apply(args=({"a": 1}, 2)).get()) == "dead"
+
+    assert DeadLetter.objects.get().reason == "invalid_envelope"
+
+
+def explode(message: Envelope, payload: Any) -> dict[str, Any] | None:
+    Account.objects.create(customer_id=uuid.uuid4())  # a write that must be rolled back
+    raise RuntimeError("handler bug")
+
+
+FAILING_HANDLERS = {"account.debit": explode}
+
+
+def test_an_unexpected_error_is_retried_then_dead_lettered(settings: SettingsWrapper) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.FAILING_HANDLERS"
+    settings.INBOX_MAX_RETRIES = 2
+    command = debit_command(uuid.uuid4(), 1)
+
+    assert deliver(command) == "dead"
+
+    letter = DeadLetter.objects.get()
+    assert letter.reason == "handler_error"
+    assert "RuntimeError: handler bug" in letter.error
+    assert letter.message_id == str(command.id)
+    assert Account.objects.count() == 0  # every attempt rolled back
+    assert InboxMessage.objects.count() == 0
+
+
+def test_a_retried_dead_letter_goes_back_to_this_services_queue(settings: SettingsWrapper) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.FAILING_HANDLERS"
+    settings.INBOX_MAX_RETRIES = 0
+    customer_id = funded_account(500)
+    command = debit_command(customer_id, 200)
+    deliver(command)
+    settings.MESSAGE_HANDLERS = "account.accounts.handlers.HANDLERS"  # the fix is deployed
+
+    assert dead_letter_retry(ids=[DeadLetter.objects.get().pk]) == 1
+    assert dead_letter_retry(ids=[DeadLetter.objects.get().pk]) == 0  # once
+
+    row = OutboxMessage.objects.get(type="account.debit")
+    assert (row.destination, row.message_id) == ("account", command.id)
+    assert deliver(json.dumps(row.envelope)) == "handled"
+    assert Account.objects.get(pk=customer_id).balance == 300
+
+
+def test_prune_forgets_old_message_ids_only() -> None:
+    deliver(debit_command(uuid.uuid4(), 1))
+    deliver(debit_command(uuid.uuid4(), 1))
+    old = InboxMessage.objects.order_by("received_at").first()
+    assert old is not None
+    InboxMessage.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=30))
+
+    assert inbox_prune() == 1
+    assert InboxMessage.objects.count() == 1
+
+
+def test_a_body_postgresql_cannot_store_as_text_is_kept_as_base64() -> None:
+    assert deliver('{"id": "\x00"}') == "dead"
+
+    letter = DeadLetter.objects.get()
+    assert letter.raw_body.startswith("base64:")

@@ -1,0 +1,176 @@
+"""Outbox write API and relay, in process, against the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from celery import current_app
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from common.messaging.contract import CustomerRegistered
+from common.messaging.envelope import new_event
+from common.messaging.transport import Publisher
+from common.outbox.models import OutboxMessage
+from common.outbox.relay import PublishFailed, Relay, Wakeup
+from common.outbox.services import (
+    OutsideTransaction,
+    notify_channel,
+    outbox_prune,
+    outbox_put,
+    outbox_requeue,
+)
+from common.tests.support import broker, debit_command, put, queued
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_broker() -> Iterator[redis.Redis]:
+    client = broker()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def relay() -> Relay:
+    return Relay(Publisher(current_app), batch_size=100)
+
+
+def test_writing_outside_a_transaction_is_refused() -> None:
+    with pytest.raises(OutsideTransaction):
+        outbox_put(debit_command(uuid.uuid4(), 100))
+
+    assert OutboxMessage.objects.count() == 0
+
+
+def test_a_rolled_back_change_never_publishes(relay: Relay, clean_broker: redis.Redis) -> None:
+    class Boom(Exception):
+        pass
+
+    def change_that_fails() -> None:
+        with transaction.atomic():
+            outbox_put(debit_command(uuid.uuid4(), 100))
+            raise Boom
+
+    with pytest.raises(Boom):
+        change_that_fails()
+
+    assert relay.relay_batch() == 0
+    assert OutboxMessage.objects.count() == 0
+    assert clean_broker.llen("account") == 0
+
+
+def test_committed_rows_are_published_in_order_and_marked_sent(
+    relay: Relay, clean_broker: redis.Redis
+) -> None:
+    commands = [debit_command(uuid.uuid4(), n + 1) for n in range(5)]
+    for command in commands:
+        put(command)
+
+    assert relay.relay_batch() == 5
+
+    assert [e["id"] for e in queued(clean_broker, "account")] == [str(c.id) for c in commands]
+    assert set(OutboxMessage.objects.values_list("status", flat=True)) == {"sent"}
+    assert relay.relay_batch() == 0
+
+
+def test_an_event_goes_to_every_subscriber() -> None:
+    event = new_event(
+        "customer.registered",
+        CustomerRegistered(customer_id=uuid.uuid4(), name="A", email="a@example.com"),
+        source="customer",
+    )
+
+    put(event)
+
+    rows = OutboxMessage.objects.filter(message_id=event.id)
+    assert {row.destination for row in rows} == {"account"}
+    assert rows[0].envelope["destination"] == "account"
+
+
+def test_commit_wakes_the_relay_and_rollback_does_not() -> None:
+    wakeup = Wakeup(notify_channel("account"))
+    assert wakeup.wait(0.01) is False  # connects and listens
+
+    def rolled_back() -> None:
+        try:
+            with transaction.atomic():
+                outbox_put(debit_command(uuid.uuid4(), 1))
+                raise RuntimeError
+        except RuntimeError:
+            pass
+
+    thread = threading.Thread(target=rolled_back)
+    thread.start()
+    thread.join()
+    assert wakeup.wait(0.3) is False
+
+    thread = threading.Thread(target=lambda: put(debit_command(uuid.uuid4(), 1)))
+    thread.start()
+    thread.join()
+    assert wakeup.wait(2.0) is True
+    wakeup.close()
+
+
+def test_failed_publish_backs_off_then_parks_the_row_as_dead() -> None:
+    unreachable = Publisher(current_app, broker_url="redis://127.0.0.1:1/0")
+    relay = Relay(unreachable, max_attempts=3)
+    put(debit_command(uuid.uuid4(), 1))
+
+    for attempt in range(1, 4):
+        with pytest.raises(PublishFailed):
+            relay.relay_batch()
+        row = OutboxMessage.objects.get()
+        assert row.attempts == attempt
+        assert "ConnectionError" in row.last_error
+        if attempt < 3:
+            assert row.status == "pending"
+            assert row.available_at > timezone.now()  # backing off: not claimable yet
+            assert relay.relay_batch() == 0
+            OutboxMessage.objects.update(available_at=timezone.now())
+
+    assert OutboxMessage.objects.get().status == "dead"
+
+
+def test_requeue_revives_dead_rows(relay: Relay, clean_broker: redis.Redis) -> None:
+    put(debit_command(uuid.uuid4(), 1))
+    OutboxMessage.objects.update(status="dead", attempts=12, last_error="boom")
+
+    assert outbox_requeue() == 1
+
+    row = OutboxMessage.objects.get()
+    assert (row.status, row.attempts, row.last_error) == ("pending", 0, "")
+    assert relay.relay_batch() == 1
+    assert clean_broker.llen("account") == 1
+
+
+def test_prune_removes_only_old_sent_rows_in_batches(relay: Relay) -> None:
+    for n in range(7):
+        put(debit_command(uuid.uuid4(), n + 1))
+    relay.relay_batch()
+    put(debit_command(uuid.uuid4(), 99))  # pending: never pruned
+    old = list(OutboxMessage.objects.filter(status="sent").values_list("pk", flat=True)[:5])
+    OutboxMessage.objects.filter(pk__in=old).update(sent_at=timezone.now() - timedelta(days=2))
+
+    assert outbox_prune(batch_size=2) == 5
+
+    assert OutboxMessage.objects.filter(status="sent").count() == 2
+    assert OutboxMessage.objects.filter(status="pending").count() == 1
+
+
+def test_metrics_report_the_backlog(client: Client) -> None:
+    put(debit_command(uuid.uuid4(), 1), debit_command(uuid.uuid4(), 2))
+
+    body = client.get("/account/metrics").content.decode()
+
+    assert "outbox_pending 2.0" in body
+    assert "outbox_oldest_pending_age_seconds" in body
+    assert "outbox_dead_rows 0.0" in body

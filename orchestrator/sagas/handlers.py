@@ -1,0 +1,7 @@
+"""Messages the orchestrator service handles: one table, message type → function."""
+
+from __future__ import annotations
+
+from common.inbox.handlers import HandlerTable
+
+HANDLERS: HandlerTable = {}
