@@ -174,3 +174,20 @@ def test_metrics_report_the_backlog(client: Client) -> None:
     assert "outbox_pending 2.0" in body
     assert "outbox_oldest_pending_age_seconds" in body
     assert "outbox_dead_rows 0.0" in body
+
+
+def test_housekeeping_prunes_every_service_from_the_orchestrators_beat() -> None:
+    from common.inbox.tasks import prune
+    from common.messaging.celery import housekeeping_schedule
+    from common.messaging.routing import SERVICES
+
+    schedule = housekeeping_schedule()
+    put(debit_command(uuid.uuid4(), 1))
+    OutboxMessage.objects.update(status="sent", sent_at=timezone.now() - timedelta(days=3))
+
+    result = prune.apply().get()
+
+    assert {entry["options"]["queue"] for entry in schedule.values()} == set(SERVICES)
+    assert {entry["task"] for entry in schedule.values()} == {"housekeeping.prune"}
+    assert result["outbox"] == 1
+    assert OutboxMessage.objects.count() == 0

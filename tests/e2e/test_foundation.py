@@ -42,6 +42,11 @@ def test_registering_a_customer_opens_the_account_within_a_second(gateway: httpx
     assert took < 1.0
     account = gateway.get(f"/api/v1/accounts/{customer_id}").json()
     assert (account["balance"], account["currency"]) == (0, "JPY")
+    # The relay's counters reach the web's /metrics (shared multiprocess directory).
+    metrics = gateway.get("/customer/metrics").text
+    assert 'outbox_published_total{destination="account"}' in metrics
+    assert "outbox_commit_to_publish_seconds_bucket" in metrics
+    assert 'inbox_handled_total{type="customer.registered"}' in gateway.get("/account/metrics").text
 
 
 def test_customer_account_and_idempotent_deposit(stack: Stack, gateway: httpx.Client) -> None:
