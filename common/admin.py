@@ -1,7 +1,14 @@
 """Admin building blocks shared by the services."""
 
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -15,3 +22,25 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class AgeFilter(admin.SimpleListFilter):
+    """Filter by how long ago ``created_at`` was (e.g. to find what is stuck)."""
+
+    title = "age"
+    parameter_name = "age"
+    field = "created_at"
+    SPANS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("1m", "older than a minute"),
+            ("1h", "older than an hour"),
+            ("1d", "older than a day"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Model]) -> QuerySet[Model]:
+        span = self.SPANS.get(str(self.value()))
+        if span is None:
+            return queryset
+        return queryset.filter(**{f"{self.field}__lt": timezone.now() - span})

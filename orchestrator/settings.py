@@ -1,9 +1,19 @@
-"""Settings of the orchestrator service: the common base plus its own apps."""
+"""Settings of the orchestrator service: the common base plus its own apps and saga policy."""
 
 from common.settings import service_settings
+from common.settings.base import env
 
 globals().update(
     service_settings(
         "orchestrator", apps=["orchestrator.sagas"], handlers="orchestrator.sagas.handlers.HANDLERS"
     )
 )
+
+# How long a participant has to answer a command; re-sends back off up to the cap.
+SAGA_REPLY_TIMEOUT_S = env.float("SAGA_REPLY_TIMEOUT_S", default=5.0)
+SAGA_BACKOFF_CAP_S = env.float("SAGA_BACKOFF_CAP_S", default=60.0)
+# Tries of a forward step before it counts as timed out (and the saga compensates).
+SAGA_MAX_ATTEMPTS = env.int("SAGA_MAX_ATTEMPTS", default=4)
+# Tries of a compensation or post-pivot step before the saga waits for an operator.
+SAGA_FAIL_AFTER = env.int("SAGA_FAIL_AFTER", default=10)
+SAGA_SWEEP_EVERY_S = env.float("SAGA_SWEEP_EVERY_S", default=1.0)

@@ -34,6 +34,7 @@ class DeadLetter(models.Model):
         UNKNOWN_TYPE = "unknown_type"
         INVALID_PAYLOAD = "invalid_payload"
         NO_HANDLER = "no_handler"
+        UNROUTABLE = "unroutable"  # valid, but refers to nothing here (e.g. a reply to no saga)
         HANDLER_ERROR = "handler_error"
 
     id = models.BigAutoField(primary_key=True)

@@ -55,14 +55,15 @@ def inbox_handle(envelope: Envelope, payload: Any, handler: Handler) -> bool:
 
 
 def _run_command(envelope: Envelope, payload: Any, handler: Handler) -> Reply:
+    # The savepoint lets a business failure undo the handler's writes but keep the inbox row.
     try:
-        with (
-            transaction.atomic()
-        ):  # a business failure undoes the handler's writes, not the inbox row
-            result = handler(envelope, payload) or {}
+        with transaction.atomic():
+            result = handler(envelope, payload)
     except BusinessError as exc:
         return Reply(ok=False, reason=exc.code, result=exc.extra)
-    return Reply(ok=True, result=result)
+    if isinstance(result, Reply):  # the handler answers itself (e.g. a failure whose writes stay)
+        return result
+    return Reply(ok=True, result=result or {})
 
 
 def _resend_stored_reply(envelope: Envelope) -> None:

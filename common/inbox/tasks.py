@@ -56,6 +56,15 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
             return "dead"
         try:
             return "handled" if inbox_handle(envelope, payload, handler) else "duplicate"
+        except InvalidMessage as exc:  # the handler found it can never apply
+            dead_letter_record(
+                reason=exc.reason,
+                error=exc.detail,
+                raw_body=raw,
+                message_id=str(envelope.id),
+                type_name=envelope.type,
+            )
+            return "dead"
         except Exception as exc:
             if self.request.retries < settings.INBOX_MAX_RETRIES:
                 raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
@@ -65,7 +66,7 @@ def make_celery_app(service: str) -> Celery:
 HOUSEKEEPING_EVERY_S = 600.0
 
 
-def housekeeping_schedule() -> dict[str, dict[str, object]]:
+def housekeeping_schedule() -> dict[str, dict[str, Any]]:
     """Beat entries that prune each service's outbox, inbox and idempotency keys on its own queue."""
     return {
         f"prune-{service}": {

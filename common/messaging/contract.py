@@ -63,6 +63,8 @@ class OrderRef(Payload):
 
 class OrderReject(Payload):
     order_id: uuid.UUID
+    # So that rejecting an order never created (its creation timed out) leaves a tombstone.
+    customer_id: uuid.UUID
     reason: str = Field(min_length=1, max_length=64)
 
 

@@ -8,33 +8,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from common.admin import ReadOnlyAdmin
+from common.admin import AgeFilter, ReadOnlyAdmin
 from common.outbox.models import OutboxMessage
 from common.outbox.services import outbox_requeue
-
-
-class AgeFilter(admin.SimpleListFilter):
-    title = "age"
-    parameter_name = "age"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [
-            ("1m", "older than a minute"),
-            ("1h", "older than an hour"),
-            ("1d", "older than a day"),
-        ]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[OutboxMessage]
-    ) -> QuerySet[OutboxMessage]:
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        spans = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-        if self.value() in spans:
-            return queryset.filter(created_at__lt=timezone.now() - spans[str(self.value())])
-        return queryset
 
 
 @admin.register(OutboxMessage)

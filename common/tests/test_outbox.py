@@ -185,7 +185,7 @@ def test_housekeeping_prunes_every_service_from_the_orchestrators_beat() -> None
     put(debit_command(uuid.uuid4(), 1))
     OutboxMessage.objects.update(status="sent", sent_at=timezone.now() - timedelta(days=3))
 
-    result = prune.apply().get()
+    result: dict[str, int] = prune.apply().get()
 
     assert {entry["options"]["queue"] for entry in schedule.values()} == set(SERVICES)
     assert {entry["task"] for entry in schedule.values()} == {"housekeeping.prune"}

@@ -39,6 +39,8 @@ class Order(models.Model):
     total = models.BigIntegerField(default=0, help_text="Integer yen")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     reason = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 — the API says null
+    # The saga that holds the order's semantic lock while it is pending or cancel_pending.
+    saga_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
+from common.api.errors import BusinessError
 from order.orders.models import MenuItem, Order, OrderLine
 
 
@@ -18,7 +20,11 @@ class LineRequest:
 
 
 def order_create_pending(
-    *, order_id: uuid.UUID, customer_id: uuid.UUID, items: Sequence[LineRequest]
+    *,
+    order_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    items: Sequence[LineRequest],
+    saga_id: uuid.UUID | None = None,
 ) -> Order:
     """Create the order as ``pending`` with prices from the menu.
 
@@ -39,6 +45,7 @@ def order_create_pending(
             customer_id=customer_id,
             state=Order.State.PENDING if known else Order.State.REJECTED,
             reason=None if known else "unknown_menu_item",
+            saga_id=saga_id if known else None,
         )
         lines = [
             OrderLine(
@@ -55,3 +62,91 @@ def order_create_pending(
         order.total = sum(line.quantity * line.unit_price for line in lines) if known else 0
         order.save(update_fields=["total"])
     return order
+
+
+def _locked(order_id: uuid.UUID) -> Order | None:
+    return Order.objects.select_for_update().filter(pk=order_id).first()
+
+
+def _move(
+    order: Order, state: Order.State, *, saga_id: uuid.UUID | None, reason: str | None = None
+) -> Order:
+    order.state, order.saga_id, order.updated_at = state, saga_id, timezone.now()
+    fields = ["state", "saga_id", "updated_at"]
+    if reason is not None:
+        order.reason = reason
+        fields.append("reason")
+    order.save(update_fields=fields)
+    return order
+
+
+def _refuse(code: str, order_id: uuid.UUID, state: str | None) -> BusinessError:
+    return BusinessError(
+        code, f"Order {order_id} is {state or 'unknown'}.", status=409, state=state
+    )
+
+
+def order_approve(*, order_id: uuid.UUID) -> Order:
+    """pending → approved; approving an approved order again answers the same."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is not None and order.state == Order.State.APPROVED:
+            return order
+        if order is None or order.state != Order.State.PENDING:
+            raise _refuse("order_not_pending", order_id, order.state if order else None)
+        return _move(order, Order.State.APPROVED, saga_id=None)
+
+
+def order_reject(*, order_id: uuid.UUID, customer_id: uuid.UUID, reason: str) -> Order:
+    """pending → rejected. An order never created (its creation timed out) is stored rejected,
+    so a late creation finds it and changes nothing."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is None:
+            return Order.objects.create(
+                id=order_id, customer_id=customer_id, state=Order.State.REJECTED, reason=reason
+            )
+        if order.state == Order.State.REJECTED:
+            return order
+        if order.state != Order.State.PENDING:
+            raise _refuse("order_not_rejectable", order_id, order.state)
+        return _move(order, Order.State.REJECTED, saga_id=None, reason=reason)
+
+
+def order_begin_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
+    """approved → cancel_pending, locked by this cancellation; nothing else may change it now."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if (
+            order is not None
+            and order.state == Order.State.CANCEL_PENDING
+            and order.saga_id == saga_id
+        ):
+            return order
+        if order is None or order.state != Order.State.APPROVED:
+            raise _refuse("order_not_cancellable", order_id, order.state if order else None)
+        return _move(order, Order.State.CANCEL_PENDING, saga_id=saga_id)
+
+
+def _cancel_step(order_id: uuid.UUID, saga_id: uuid.UUID, *, to: Order.State) -> Order:
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is not None and order.state == to and order.saga_id == saga_id:
+            return order
+        if order is None or order.state != Order.State.CANCEL_PENDING or order.saga_id != saga_id:
+            raise _refuse("order_not_cancel_pending", order_id, order.state if order else None)
+        return _move(order, to, saga_id=saga_id)
+
+
+def order_confirm_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
+    """cancel_pending (locked by this saga) → cancelled."""
+    return _cancel_step(order_id, saga_id, to=Order.State.CANCELLED)
+
+
+def order_undo_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
+    """cancel_pending (locked by this saga) → approved again."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is not None and order.state == Order.State.APPROVED:
+            return order
+        return _cancel_step(order_id, saga_id, to=Order.State.APPROVED)

@@ -71,6 +71,10 @@ def stack() -> Iterator[Stack]:
         "REDIS_URL": REDIS_URL,
         "ADMIN_USERNAME": "admin",
         "ADMIN_PASSWORD": "e2e-admin",
+        # Short reply deadlines, so the fault tests see the sweep recover lost messages quickly.
+        "SAGA_REPLY_TIMEOUT_S": "1.5",
+        "SAGA_BACKOFF_CAP_S": "5",
+        "SAGA_MAX_ATTEMPTS": "6",
     }
     for service in SERVICES:
         env.pop(f"{service.upper()}_DATABASE_URL", None)

@@ -1,0 +1,63 @@
+"""Saga metrics: counters and durations from the processes that move sagas; running, overdue and
+failed counts read from the database at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from orchestrator.sagas.models import Saga
+
+STARTED = Counter("sagas_started", "Sagas started", ["type"])
+FINISHED = Counter(
+    "sagas_finished", "Sagas that reached completed, rejected or failed", ["type", "state"]
+)
+DURATION = Histogram(
+    "saga_duration_seconds",
+    "From start to completed or rejected",
+    ["type", "state"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
+OVERDUE_GRACE = timedelta(seconds=1)
+
+
+def transition(saga: Saga, was: str) -> None:
+    if saga.state in {Saga.State.COMPLETED, Saga.State.REJECTED, Saga.State.FAILED}:
+        FINISHED.labels(saga.type, saga.state).inc()
+    if saga.state in {Saga.State.COMPLETED, Saga.State.REJECTED}:
+        DURATION.labels(saga.type, saga.state).observe(
+            (timezone.now() - saga.created_at).total_seconds()
+        )
+
+
+class SagaCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        running = GaugeMetricFamily(
+            "sagas_in_flight", "Sagas running or compensating", labels=["type"]
+        )
+        overdue = GaugeMetricFamily(
+            "sagas_overdue", "Sagas whose reply is overdue", labels=["type"]
+        )
+        failed = GaugeMetricFamily("sagas_failed", "Sagas waiting for an operator", labels=["type"])
+        rows = Saga.objects.values("type").annotate(
+            in_flight=Count("pk", filter=Q(state__in=["running", "compensating"])),
+            late=Count(
+                "pk",
+                filter=Q(state__in=["running", "compensating"], deadline__lt=now - OVERDUE_GRACE),
+            ),
+            stuck=Count("pk", filter=Q(state="failed")),
+        )
+        counts = {row["type"]: row for row in rows}
+        for saga_type in Saga.Type.values:
+            row = counts.get(saga_type, {})
+            running.add_metric([saga_type], row.get("in_flight", 0))
+            overdue.add_metric([saga_type], row.get("late", 0))
+            failed.add_metric([saga_type], row.get("stuck", 0))
+        yield from (running, overdue, failed)

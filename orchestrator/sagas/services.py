@@ -1,0 +1,280 @@
+"""Write use-cases of the orchestrator: start sagas, move them on replies and deadlines, and
+operator actions. Every transition is one transaction: the saga row (locked), its history, and
+the next command in the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from common.api.errors import BusinessError, NotFoundError
+from common.messaging.contract import Reply
+from common.messaging.envelope import Correlation, Envelope, InvalidMessage
+from common.outbox.services import outbox_command
+from orchestrator.sagas import engine, metrics
+from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
+from orchestrator.sagas.engine import (
+    NotApplicable,
+    Outcome,
+    Phase,
+    SagaDefinition,
+    Send,
+    Status,
+    StepState,
+)
+from orchestrator.sagas.models import Saga, SagaEvent, SagaStep
+
+IN_FLIGHT = (Saga.State.RUNNING, Saga.State.COMPENSATING)
+STARTED = {StepState.RUNNING, StepState.COMPENSATING}
+FINISHED = {StepState.SUCCEEDED, StepState.FAILED, StepState.TIMED_OUT, StepState.COMPENSATED}
+
+
+def policy() -> engine.Policy:
+    return engine.Policy(
+        max_attempts=settings.SAGA_MAX_ATTEMPTS,
+        fail_after=settings.SAGA_FAIL_AFTER,
+        reply_timeout_s=settings.SAGA_REPLY_TIMEOUT_S,
+        backoff_cap_s=settings.SAGA_BACKOFF_CAP_S,
+    )
+
+
+def definition_of(saga: Saga) -> SagaDefinition:
+    # A running saga keeps the definition version it started with.
+    return DEFINITIONS[(saga.type, saga.version)]
+
+
+def state_of(saga: Saga, steps: Sequence[SagaStep]) -> engine.State:
+    return engine.State(
+        status=Status(saga.state),
+        phase=Phase(saga.phase),
+        current=saga.current_step,
+        attempt=saga.attempt,
+        data=saga.data,
+        steps=tuple(StepState(s.state) for s in steps),
+        attempts=tuple(s.attempts for s in steps),
+        reason=saga.reason,
+    )
+
+
+def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
+    """Persist a transition: history, step rows, saga row, and the commands into the outbox."""
+    state, actions = outcome
+    now = timezone.now()
+    events = []
+    for action in actions:
+        if isinstance(action, Send):
+            sent = outbox_command(
+                action.command,
+                action.payload,
+                correlation=Correlation(saga_id=saga.id, step=action.step, attempt=action.attempt),
+            )
+            saga.outstanding_command_id = sent.id
+            saga.deadline = now + timedelta(seconds=action.deadline_in_s)
+            kind = "compensation_sent" if action.compensation else "command_sent"
+            events.append(
+                SagaEvent(
+                    saga=saga,
+                    at=now,
+                    kind=kind,
+                    step=action.step,
+                    attempt=action.attempt,
+                    message_id=sent.id,
+                    detail={"command": action.command},
+                )
+            )
+        else:
+            events.append(
+                SagaEvent(
+                    saga=saga,
+                    at=now,
+                    kind=action.kind,
+                    step=action.step or "",
+                    detail=dict(action.detail),
+                )
+            )
+    SagaEvent.objects.bulk_create(events)
+
+    for row, new_state, attempts in zip(steps, state.steps, state.attempts, strict=True):
+        if row.state == new_state and row.attempts == attempts:
+            continue
+        if new_state in STARTED and row.started_at is None:
+            row.started_at = now
+        if new_state in FINISHED:
+            row.finished_at = now
+        row.state, row.attempts = new_state, attempts
+        row.save(update_fields=["state", "attempts", "started_at", "finished_at"])
+
+    was = saga.state
+    saga.state, saga.phase, saga.reason = state.status.value, state.phase.value, state.reason
+    saga.current_step, saga.attempt, saga.data = state.current, state.attempt, dict(state.data)
+    saga.updated_at = now
+    if state.status in engine.TERMINAL:
+        saga.outstanding_command_id = saga.deadline = None
+        saga.finished_at = now
+    elif state.status is Status.FAILED:
+        saga.deadline = None  # no more automatic tries; an operator decides
+    saga.save()
+    if saga.state != was:
+        metrics.transition(saga, was)
+
+
+def _locked(saga_id: uuid.UUID) -> tuple[Saga, list[SagaStep]] | None:
+    saga = Saga.objects.select_for_update().filter(pk=saga_id).first()
+    if saga is None:
+        return None
+    return saga, list(saga.steps.order_by("index"))
+
+
+def saga_start(
+    *,
+    definition: SagaDefinition,
+    data: Mapping[str, Any],
+    order_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
+) -> Saga:
+    with transaction.atomic():
+        saga = Saga.objects.create(
+            type=definition.name,
+            version=definition.version,
+            state=Status.RUNNING,
+            phase=Phase.FORWARD,
+            data=dict(data),
+            order_id=order_id,
+            customer_id=customer_id,
+        )
+        steps = SagaStep.objects.bulk_create(
+            SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
+        )
+        _apply(saga, steps, engine.start(definition, data, policy()))
+    metrics.STARTED.labels(definition.name).inc()
+    return saga
+
+
+def checkout_start(*, customer_id: uuid.UUID, items: Sequence[Mapping[str, int]]) -> Saga:
+    """Start placing an order. Its id is assigned here, so the client knows it at once."""
+    order_id = uuid.uuid4()
+    data = {
+        "order_id": str(order_id),
+        "customer_id": str(customer_id),
+        "items": [{"menu_item_id": i["menu_item_id"], "quantity": i["quantity"]} for i in items],
+    }
+    return saga_start(definition=PLACE_ORDER, data=data, order_id=order_id, customer_id=customer_id)
+
+
+def cancellation_start(*, order_id: uuid.UUID) -> Saga:
+    """Start cancelling an order this system placed; the order service decides if it still can be."""
+    placed = Saga.objects.filter(type=Saga.Type.PLACE_ORDER, order_id=order_id).first()
+    if placed is None:
+        raise NotFoundError("Order", order_id)
+    return saga_start(
+        definition=CANCEL_ORDER,
+        data={"order_id": str(order_id)},
+        order_id=order_id,
+        customer_id=placed.customer_id,
+    )
+
+
+def saga_on_reply(message: Envelope, reply: Reply) -> None:
+    """A participant answered. Only the reply to the outstanding command moves the saga."""
+    saga_id = message.correlation.saga_id
+    with transaction.atomic():
+        locked = _locked(saga_id) if saga_id else None
+        if locked is None:
+            raise InvalidMessage("unroutable", f"no saga {saga_id} for reply {message.id}")
+        saga, steps = locked
+        if message.correlation.in_reply_to != saga.outstanding_command_id:
+            SagaEvent.objects.create(
+                saga=saga,
+                kind="stale_reply",
+                step=message.correlation.step or "",
+                attempt=message.correlation.attempt,
+                message_id=message.id,
+                detail={"in_reply_to": str(message.correlation.in_reply_to), "ok": reply.ok},
+            )
+            return
+        SagaEvent.objects.create(
+            saga=saga,
+            kind="reply",
+            step=message.correlation.step or "",
+            attempt=message.correlation.attempt,
+            message_id=message.id,
+            detail={"ok": reply.ok, "reason": reply.reason, "result": reply.result},
+        )
+        saga.outstanding_command_id = None
+        outcome = engine.on_reply(
+            definition_of(saga),
+            state_of(saga, steps),
+            ok=reply.ok,
+            reason=reply.reason,
+            result=reply.result,
+            policy=policy(),
+        )
+        _apply(saga, steps, outcome)
+
+
+def saga_sweep(*, limit: int = 200) -> int:
+    """Move every saga whose reply is overdue: re-send with backoff, time out, or ask an operator."""
+    now = timezone.now()
+    due = list(
+        Saga.objects.filter(state__in=IN_FLIGHT, deadline__lte=now)
+        .order_by("deadline")
+        .values_list("pk", flat=True)[:limit]
+    )
+    moved = 0
+    for saga_id in due:
+        with transaction.atomic():
+            saga = (
+                Saga.objects.select_for_update(skip_locked=True)
+                .filter(pk=saga_id, state__in=IN_FLIGHT, deadline__lte=now)
+                .first()
+            )
+            if saga is None:  # answered meanwhile, or another sweep has it
+                continue
+            steps = list(saga.steps.order_by("index"))
+            _apply(
+                saga, steps, engine.on_timeout(definition_of(saga), state_of(saga, steps), policy())
+            )
+            moved += 1
+    return moved
+
+
+OPERATOR_ACTIONS = {
+    "retry": engine.operator_retry,
+    "resume": engine.operator_resume,
+    "force_compensate": engine.operator_force_compensate,
+}
+
+
+def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> Saga:
+    """retry: send the current step again; resume: the operator vouches it took effect, go on;
+    force_compensate: give up the forward path and compensate."""
+    if action not in OPERATOR_ACTIONS:
+        raise BusinessError("unknown_action", f"No operator action {action!r}.")
+    with transaction.atomic():
+        locked = _locked(saga_id)
+        if locked is None:
+            raise NotFoundError("Saga", saga_id)
+        saga, steps = locked
+        try:
+            state, actions = OPERATOR_ACTIONS[action](
+                definition_of(saga), state_of(saga, steps), policy()
+            )
+        except NotApplicable as exc:
+            raise BusinessError(
+                "not_applicable", f"Cannot {action} saga {saga_id}: {exc}.", status=409
+            ) from exc
+        SagaEvent.objects.create(
+            saga=saga,
+            kind="operator",
+            step=definition_of(saga).steps[saga.current_step].name,
+            detail={"action": action, "operator": operator},
+        )
+        saga.outstanding_command_id = None
+        _apply(saga, steps, (state, actions))
+    return saga

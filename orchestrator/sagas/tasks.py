@@ -1,0 +1,13 @@
+"""Periodic saga work, sent by the orchestrator's beat to its own queue."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from orchestrator.sagas.services import saga_sweep
+
+
+@shared_task(name="sagas.sweep", acks_late=True, ignore_result=True)
+def sweep() -> int:
+    """Re-send or time out every command whose reply is overdue."""
+    return saga_sweep()

@@ -1,0 +1,149 @@
+"""The order service's commands: idempotent on the order, and the semantic lock of sagas."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from common.inbox.services import inbox_handle
+from common.messaging.contract import OrderCreatePending, OrderLine, OrderRef, OrderReject, Payload
+from common.messaging.envelope import Correlation, Envelope, new_command
+from common.outbox.models import OutboxMessage
+from order.orders.handlers import HANDLERS
+from order.orders.models import MenuItem, Order
+
+pytestmark = pytest.mark.django_db
+
+
+def send(type_name: str, payload: Payload, saga_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Handle one command as the inbox does; returns the reply's payload."""
+    command: Envelope = new_command(
+        type_name,
+        payload,
+        source="orchestrator",
+        correlation=Correlation(saga_id=saga_id or uuid.uuid4()),
+    )
+    inbox_handle(command, payload, HANDLERS[type_name])
+    reply = OutboxMessage.objects.get(
+        type=f"{type_name}.reply", envelope__correlation__in_reply_to=str(command.id)
+    )
+    return dict(reply.envelope["payload"])
+
+
+def placed(saga_id: uuid.UUID | None = None) -> uuid.UUID:
+    item = MenuItem.objects.order_by("id").first()
+    assert item is not None
+    order_id = uuid.uuid4()
+    reply = send(
+        "order.create_pending",
+        OrderCreatePending(
+            order_id=order_id,
+            customer_id=uuid.uuid4(),
+            items=[OrderLine(menu_item_id=item.id, quantity=2)],
+        ),
+        saga_id,
+    )
+    assert reply["ok"] and reply["result"]["total"] == 2 * item.price
+    return order_id
+
+
+def state(order_id: uuid.UUID) -> str:
+    return Order.objects.get(pk=order_id).state
+
+
+def test_unknown_menu_item_is_a_failure_reply_and_the_order_stays_rejected() -> None:
+    order_id = uuid.uuid4()
+
+    reply = send(
+        "order.create_pending",
+        OrderCreatePending(
+            order_id=order_id,
+            customer_id=uuid.uuid4(),
+            items=[OrderLine(menu_item_id=424242, quantity=1)],
+        ),
+    )
+
+    assert (reply["ok"], reply["reason"]) == (False, "unknown_menu_item")
+    assert Order.objects.get(pk=order_id).reason == "unknown_menu_item"
+
+
+def test_approve_is_idempotent() -> None:
+    order_id = placed()
+
+    assert send("order.approve", OrderRef(order_id=order_id))["ok"]
+    assert send("order.approve", OrderRef(order_id=order_id))["ok"]
+    assert state(order_id) == "approved"
+
+
+def test_reject_of_an_order_never_created_leaves_a_tombstone_a_late_create_respects() -> None:
+    order_id, customer_id = uuid.uuid4(), uuid.uuid4()
+
+    assert send(
+        "order.reject", OrderReject(order_id=order_id, customer_id=customer_id, reason="timeout")
+    )["ok"]
+    late = send(
+        "order.create_pending",
+        OrderCreatePending(
+            order_id=order_id,
+            customer_id=customer_id,
+            items=[OrderLine(menu_item_id=1, quantity=1)],
+        ),
+    )
+
+    assert state(order_id) == "rejected"
+    assert late["ok"] is False
+
+
+def test_an_approved_order_cannot_be_rejected() -> None:
+    order_id = placed()
+    send("order.approve", OrderRef(order_id=order_id))
+
+    reply = send(
+        "order.reject", OrderReject(order_id=order_id, customer_id=uuid.uuid4(), reason="x")
+    )
+
+    assert (reply["ok"], reply["reason"]) == (False, "order_not_rejectable")
+
+
+def test_cancel_locks_the_order_for_its_saga_only() -> None:
+    order_id = placed()
+    send("order.approve", OrderRef(order_id=order_id))
+    saga, other = uuid.uuid4(), uuid.uuid4()
+
+    begun = send("order.begin_cancel", OrderRef(order_id=order_id), saga)
+    again = send("order.begin_cancel", OrderRef(order_id=order_id), saga)
+    rival = send("order.begin_cancel", OrderRef(order_id=order_id), other)
+    rival_confirm = send("order.confirm_cancel", OrderRef(order_id=order_id), other)
+    approve = send("order.approve", OrderRef(order_id=order_id))
+
+    assert begun["ok"] and again["ok"]
+    assert begun["result"]["total"] > 0 and begun["result"]["customer_id"]
+    assert (rival["ok"], rival["reason"]) == (False, "order_not_cancellable")
+    assert rival_confirm["ok"] is False
+    assert approve["ok"] is False  # semantically locked: nothing else changes it
+    assert state(order_id) == "cancel_pending"
+
+    assert send("order.confirm_cancel", OrderRef(order_id=order_id), saga)["ok"]
+    assert send("order.confirm_cancel", OrderRef(order_id=order_id), saga)["ok"]
+    assert state(order_id) == "cancelled"
+
+
+def test_undo_cancel_puts_the_order_back() -> None:
+    order_id = placed()
+    send("order.approve", OrderRef(order_id=order_id))
+    saga = uuid.uuid4()
+    send("order.begin_cancel", OrderRef(order_id=order_id), saga)
+
+    assert send("order.undo_cancel", OrderRef(order_id=order_id), saga)["ok"]
+    assert send("order.undo_cancel", OrderRef(order_id=order_id), saga)["ok"]
+    assert state(order_id) == "approved"
+
+
+def test_a_pending_order_cannot_be_cancelled() -> None:
+    order_id = placed()
+
+    reply = send("order.begin_cancel", OrderRef(order_id=order_id))
+
+    assert (reply["ok"], reply["reason"]) == (False, "order_not_cancellable")
