@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
-.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox
+.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox bench-saga
 
 help:
 	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
@@ -16,6 +16,7 @@ help:
 	@echo "make status    show the processes of a running stack"
 	@echo "make test      lint, type-check, unit and end-to-end tests (real PostgreSQL, Redis, Celery, Envoy)"
 	@echo "make bench-outbox  relay drain rate and commit-to-publish latency (prints JSON last)"
+	@echo "make bench-saga    checkouts/s and latency at rising load, with a plot (prints JSON last)"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -64,6 +65,9 @@ test-e2e: venv
 	$(BIN)/pytest tests -p no:django -q
 
 test: lint migrations-check test-unit test-e2e
+
+bench-saga: venv
+	$(BIN)/python -m tests.bench.saga
 
 bench-outbox: venv
 	$(BIN)/python -m tests.bench.outbox

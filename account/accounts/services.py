@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.utils import timezone
 
 from account.accounts.models import Account, LedgerEntry, OrderPayment
 from common.api.errors import BusinessError, NotFoundError
+from common.transactions import use_case_atomic
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Posted:
 
 def account_open(*, customer_id: uuid.UUID) -> Account:
     """Open the customer's account; opening it again changes nothing."""
-    with transaction.atomic():
+    with use_case_atomic():
         account, _ = Account.objects.get_or_create(customer_id=customer_id)
     return account
 
@@ -46,7 +46,7 @@ def _post(
 
 
 def account_deposit(*, customer_id: uuid.UUID, amount: int) -> Posted:
-    with transaction.atomic():
+    with use_case_atomic():
         account = _locked_account(customer_id)
         return _post(account, kind=LedgerEntry.Kind.DEPOSIT, amount=amount, order_id=None)
 
@@ -54,7 +54,7 @@ def account_deposit(*, customer_id: uuid.UUID, amount: int) -> Posted:
 def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -> Posted:
     """Charge an order once. Charging it again returns the first charge; an order whose
     payment was refunded or voided is never charged."""
-    with transaction.atomic():
+    with use_case_atomic():
         # The account row lock serialises every movement of this balance (and of its orders).
         account = Account.objects.select_for_update().filter(pk=customer_id).first()
         payment = OrderPayment.objects.filter(pk=order_id).first()
@@ -86,7 +86,7 @@ def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -
 def account_refund(*, customer_id: uuid.UUID, order_id: uuid.UUID) -> Posted | None:
     """Give back what the order was charged, once. With no charge yet, void the order so a
     late debit cannot charge it. Returns the refund entry, or None if nothing moved."""
-    with transaction.atomic():
+    with use_case_atomic():
         account = Account.objects.select_for_update().filter(pk=customer_id).first()
         payment = OrderPayment.objects.select_for_update().filter(pk=order_id).first()
         if payment is None:

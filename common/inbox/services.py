@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -16,8 +17,16 @@ from common.inbox import metrics
 from common.inbox.handlers import Handler
 from common.inbox.models import DeadLetter, InboxMessage
 from common.messaging.contract import Kind, Reply
-from common.messaging.envelope import Envelope, InvalidMessage, causation_of, caused_by, decode
-from common.outbox.services import outbox_put, outbox_reply
+from common.messaging.envelope import (
+    Envelope,
+    InvalidMessage,
+    causation_of,
+    caused_by,
+    decode,
+    new_reply,
+)
+from common.outbox.services import Also, outbox_put
+from common.transactions import message_handler_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +36,8 @@ VALUES (%s, %s, %s, now())
 ON CONFLICT (message_id) DO NOTHING
 RETURNING 1
 """  # noqa: S608 — the table name is ours
+
+KEEP_REPLY = f"UPDATE {InboxMessage._meta.db_table} SET reply = %s::jsonb WHERE message_id = %s"  # noqa: S608
 
 
 def inbox_handle(envelope: Envelope, payload: Any, handler: Handler) -> bool:
@@ -45,19 +56,21 @@ def inbox_handle(envelope: Envelope, payload: Any, handler: Handler) -> bool:
             metrics.DUPLICATES.labels(envelope.type).inc()
             return False
         if envelope.kind is Kind.COMMAND:
-            reply = _run_command(envelope, payload, handler)
-            sent = outbox_reply(envelope, reply)
-            InboxMessage.objects.filter(pk=envelope.id).update(reply=sent.to_json_dict())
+            reply = new_reply(
+                envelope, _run_command(envelope, payload, handler), source=settings.SERVICE_NAME
+            )
+            keep = Also("kept", KEEP_REPLY, [json.dumps(reply.to_json_dict()), envelope.id])
+            outbox_put(reply, also=keep)  # and remember it, in the same round trip
         else:
-            handler(envelope, payload)
+            with message_handler_transaction(undo_on_failure=False):
+                handler(envelope, payload)
     metrics.HANDLED.labels(envelope.type).inc()
     return True
 
 
 def _run_command(envelope: Envelope, payload: Any, handler: Handler) -> Reply:
-    # The savepoint lets a business failure undo the handler's writes but keep the inbox row.
     try:
-        with transaction.atomic():
+        with message_handler_transaction(undo_on_failure=True):
             result = handler(envelope, payload)
     except BusinessError as exc:
         return Reply(ok=False, reason=exc.code, result=exc.extra)

@@ -5,11 +5,13 @@ Tasks stay thin: decoding and dispatch here, the exactly-once logic in ``inbox.s
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import traceback
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError
@@ -89,3 +91,14 @@ def prune() -> dict[str, int]:
         "inbox": inbox_prune(),
         "idempotency": idempotency_prune(),
     }
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@shared_task(name="transport.noop", ignore_result=True)
+def noop(counter: str) -> None:
+    """Does nothing but count itself: the transport floor that ``make bench-saga`` measures."""
+    _redis().incr(counter)

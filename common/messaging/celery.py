@@ -60,6 +60,9 @@ def make_celery_app(service: str) -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
+    # Celery's Django fix-up closes the database connection around every task unless this is
+    # set (an old-style key it still reads): a new PostgreSQL backend per message otherwise.
+    app.conf["CELERY_DB_REUSE_MAX"] = 10_000
     return app
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -13,9 +15,9 @@ from common.messaging.contract import Kind, Payload, Reply, message_type
 from common.messaging.envelope import Correlation, Envelope, new_command, new_event, new_reply
 from common.outbox.models import OutboxMessage
 
-INSERT_AND_NOTIFY = f"""
+INSERT_AND_NOTIFY = """
 WITH rows AS (
-    INSERT INTO {OutboxMessage._meta.db_table}
+    INSERT INTO outbox_message
         (message_id, type, destination, envelope, status, attempts, available_at, created_at, last_error)
     SELECT m.message_id, m.type, m.destination, m.envelope, 'pending', 0, now(), clock_timestamp(), ''
     FROM jsonb_to_recordset(%s::jsonb) AS m(message_id uuid, type text, destination text, envelope jsonb)
@@ -23,9 +25,17 @@ WITH rows AS (
     ON CONFLICT (message_id, destination) DO UPDATE
         SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = ''
     RETURNING 1
-)
+){also}
 SELECT pg_notify(%s, (SELECT count(*) FROM rows)::text)
-"""  # noqa: S608 — the table name is ours; values are parameters
+"""
+
+
+class Also(NamedTuple):
+    """Another data-modifying statement to run in the same round trip as the outbox insert."""
+
+    name: str
+    sql: str
+    params: Sequence[object]
 
 
 class OutsideTransaction(RuntimeError):
@@ -44,12 +54,15 @@ def _destinations(envelope: Envelope) -> tuple[str, ...]:
     return (envelope.destination,)
 
 
-def outbox_put(*envelopes: Envelope, destination: str | None = None) -> None:
+def outbox_put(
+    *envelopes: Envelope, destination: str | None = None, also: Also | None = None
+) -> None:
     """Write messages to the outbox and wake the relays when the transaction commits.
 
     One statement inserts every row and sends ``NOTIFY``; PostgreSQL delivers the notification
     only on commit, and never if the transaction rolls back. ``destination`` overrides where
-    the messages go (used to hand a dead letter back to this service's own queue).
+    the messages go (used to hand a dead letter back to this service's own queue). ``also``
+    joins one more statement (the inbox storing a reply) to the same round trip.
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
@@ -68,8 +81,14 @@ def outbox_put(*envelopes: Envelope, destination: str | None = None) -> None:
             )
     if not rows:
         return
+    sql = INSERT_AND_NOTIFY.format(also=f", {also.name} AS ({also.sql})" if also else "")
+    params = [
+        json.dumps(rows),
+        *(also.params if also else ()),
+        notify_channel(settings.SERVICE_NAME),
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(INSERT_AND_NOTIFY, [json.dumps(rows), notify_channel(settings.SERVICE_NAME)])
+        cursor.execute(sql, params)
 
 
 def outbox_command(
@@ -88,9 +107,9 @@ def outbox_event(type_name: str, payload: Payload) -> Envelope:
     return envelope
 
 
-def outbox_reply(command: Envelope, reply: Reply) -> Envelope:
+def outbox_reply(command: Envelope, reply: Reply, *, also: Also | None = None) -> Envelope:
     envelope = new_reply(command, reply, source=settings.SERVICE_NAME)
-    outbox_put(envelope)
+    outbox_put(envelope, also=also)
     return envelope
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import CustomerRegistered
 from common.outbox.services import outbox_event
+from common.transactions import use_case_atomic
 from customer.customers.models import Customer
 
 
@@ -18,7 +19,7 @@ def _email_taken(email: str) -> BusinessError:
 
 
 def customer_register(*, name: str, email: str) -> Customer:
-    with transaction.atomic():
+    with use_case_atomic():
         if Customer.objects.filter(email__iexact=email).exists():
             raise _email_taken(email)
         try:
@@ -38,7 +39,7 @@ def customer_verify(*, customer_id: uuid.UUID) -> Customer:
 
     The row lock orders the check after (or before) a concurrent block, never in between.
     """
-    with transaction.atomic():
+    with use_case_atomic():
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
             raise BusinessError(
@@ -52,7 +53,7 @@ def customer_verify(*, customer_id: uuid.UUID) -> Customer:
 
 
 def _customer_set_status(*, customer_id: uuid.UUID, status: Customer.Status) -> Customer:
-    with transaction.atomic():
+    with use_case_atomic():
         customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
         if customer is None:
             raise NotFoundError("Customer", customer_id)

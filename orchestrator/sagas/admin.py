@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -96,13 +98,13 @@ class SagaAdmin(ReadOnlyAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    s.index + 1,
-                    s.name,
-                    _badge(s.state),
-                    s.attempts,
-                    _span(s.started_at, s.finished_at),
+                    n,
+                    s["name"],
+                    _badge(s["state"]),
+                    s["attempts"],
+                    _span(s["started_at"], s["finished_at"]),
                 )
-                for s in saga.steps.order_by("index")
+                for n, s in enumerate(saga.steps, start=1)
             ),
         )
         start = saga.created_at
@@ -156,11 +158,10 @@ class SagaAdmin(ReadOnlyAdmin):
         self._act(request, queryset, "force_compensate")
 
 
-def _span(started: object, finished: object) -> str:
-    from datetime import datetime
-
-    if isinstance(started, datetime) and isinstance(finished, datetime):
-        return f"{(finished - started).total_seconds() * 1000:.0f} ms"
+def _span(started: str | None, finished: str | None) -> str:
+    if started and finished:
+        took = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+        return f"{took.total_seconds() * 1000:.0f} ms"
     return "…" if started else ""
 
 

@@ -12,17 +12,20 @@ from rest_framework.views import APIView
 
 from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
 from common.idempotency.views import idempotent
-from orchestrator.sagas.models import Saga, SagaStep
+from orchestrator.sagas.models import Saga
 from orchestrator.sagas.selectors import saga_get
 from orchestrator.sagas.services import cancellation_start, checkout_start
 
 INT32_MAX = 2**31 - 1
 
 
-class StepOutputSerializer(serializers.ModelSerializer[SagaStep]):
-    class Meta:
-        model = SagaStep
-        fields = ["name", "state", "attempts", "started_at", "finished_at"]
+class StepOutputSerializer(serializers.Serializer[dict[str, object]]):
+    name = serializers.CharField()
+    state = serializers.CharField()
+    attempts = serializers.IntegerField()
+    # Stored as ISO 8601 UTC strings already.
+    started_at = serializers.CharField(allow_null=True)
+    finished_at = serializers.CharField(allow_null=True)
 
 
 class CheckoutOutputSerializer(serializers.ModelSerializer[Saga]):

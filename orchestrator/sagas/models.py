@@ -32,6 +32,9 @@ class Saga(models.Model):
     reason = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 — the API says null
     order_id = models.UUIDField(db_index=True)
     customer_id = models.UUIDField(null=True, blank=True)
+    # Each step's state, attempts and times, in definition order (the API's ``steps``). Kept in
+    # the saga's row so that a transition is one UPDATE.
+    steps = models.JSONField(default=list)
     # The command whose reply moves the saga on; any other reply is stale.
     outstanding_command_id = models.UUIDField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)
@@ -52,25 +55,6 @@ class Saga(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} ({self.state})"
-
-
-class SagaStep(models.Model):
-    """The current state of one step of a saga, as the API's ``steps`` timeline shows it."""
-
-    saga = models.ForeignKey(Saga, on_delete=models.CASCADE, related_name="steps")
-    index = models.PositiveSmallIntegerField()
-    name = models.CharField(max_length=40)
-    state = models.CharField(max_length=14, default="pending")
-    attempts = models.PositiveSmallIntegerField(default=0)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["saga", "index"]
-        constraints = [models.UniqueConstraint(fields=["saga", "index"], name="saga_step_unique")]
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.state}"
 
 
 class SagaEvent(models.Model):

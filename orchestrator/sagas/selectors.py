@@ -9,7 +9,7 @@ from orchestrator.sagas.models import Saga
 
 
 def saga_get(*, saga_id: uuid.UUID, saga_type: Saga.Type) -> Saga:
-    saga = Saga.objects.prefetch_related("steps").filter(pk=saga_id, type=saga_type).first()
+    saga = Saga.objects.filter(pk=saga_id, type=saga_type).first()
     if saga is None:
         raise NotFoundError(
             "Checkout" if saga_type == Saga.Type.PLACE_ORDER else "Cancellation", saga_id

@@ -17,6 +17,7 @@ from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import Reply
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage
 from common.outbox.services import outbox_command
+from common.transactions import use_case_atomic
 from orchestrator.sagas import engine, metrics
 from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
 from orchestrator.sagas.engine import (
@@ -28,7 +29,7 @@ from orchestrator.sagas.engine import (
     Status,
     StepState,
 )
-from orchestrator.sagas.models import Saga, SagaEvent, SagaStep
+from orchestrator.sagas.models import Saga, SagaEvent
 
 IN_FLIGHT = (Saga.State.RUNNING, Saga.State.COMPENSATING)
 STARTED = {StepState.RUNNING, StepState.COMPENSATING}
@@ -49,24 +50,40 @@ def definition_of(saga: Saga) -> SagaDefinition:
     return DEFINITIONS[(saga.type, saga.version)]
 
 
-def state_of(saga: Saga, steps: Sequence[SagaStep]) -> engine.State:
+def state_of(saga: Saga) -> engine.State:
     return engine.State(
         status=Status(saga.state),
         phase=Phase(saga.phase),
         current=saga.current_step,
         attempt=saga.attempt,
         data=saga.data,
-        steps=tuple(StepState(s.state) for s in steps),
-        attempts=tuple(s.attempts for s in steps),
+        steps=tuple(StepState(s["state"]) for s in saga.steps),
+        attempts=tuple(s["attempts"] for s in saga.steps),
         reason=saga.reason,
     )
 
 
-def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
-    """Persist a transition: history, step rows, saga row, and the commands into the outbox."""
+def _steps_after(saga: Saga, state: engine.State, now: str) -> list[dict[str, Any]]:
+    steps = []
+    for row, new_state, attempts in zip(saga.steps, state.steps, state.attempts, strict=True):
+        step = dict(row)
+        if row["state"] != new_state or row["attempts"] != attempts:
+            if new_state in STARTED and step["started_at"] is None:
+                step["started_at"] = now
+            if new_state in FINISHED:
+                step["finished_at"] = now
+            step["state"], step["attempts"] = new_state.value, attempts
+        steps.append(step)
+    return steps
+
+
+def _apply(
+    saga: Saga, outcome: Outcome, *, events: Sequence[SagaEvent] = (), new: bool = False
+) -> None:
+    """Persist a transition: the saga row, its history, and the commands into the outbox."""
     state, actions = outcome
     now = timezone.now()
-    events = []
+    history = list(events)
     for action in actions:
         if isinstance(action, Send):
             sent = outbox_command(
@@ -77,7 +94,8 @@ def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
             saga.outstanding_command_id = sent.id
             saga.deadline = now + timedelta(seconds=action.deadline_in_s)
             kind = "compensation_sent" if action.compensation else "command_sent"
-            events.append(
+            detail = {"command": action.command}
+            history.append(
                 SagaEvent(
                     saga=saga,
                     at=now,
@@ -85,11 +103,11 @@ def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
                     step=action.step,
                     attempt=action.attempt,
                     message_id=sent.id,
-                    detail={"command": action.command},
+                    detail=detail,
                 )
             )
         else:
-            events.append(
+            history.append(
                 SagaEvent(
                     saga=saga,
                     at=now,
@@ -98,19 +116,9 @@ def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
                     detail=dict(action.detail),
                 )
             )
-    SagaEvent.objects.bulk_create(events)
-
-    for row, new_state, attempts in zip(steps, state.steps, state.attempts, strict=True):
-        if row.state == new_state and row.attempts == attempts:
-            continue
-        if new_state in STARTED and row.started_at is None:
-            row.started_at = now
-        if new_state in FINISHED:
-            row.finished_at = now
-        row.state, row.attempts = new_state, attempts
-        row.save(update_fields=["state", "attempts", "started_at", "finished_at"])
 
     was = saga.state
+    saga.steps = _steps_after(saga, state, now.isoformat().replace("+00:00", "Z"))
     saga.state, saga.phase, saga.reason = state.status.value, state.phase.value, state.reason
     saga.current_step, saga.attempt, saga.data = state.current, state.attempt, dict(state.data)
     saga.updated_at = now
@@ -119,16 +127,32 @@ def _apply(saga: Saga, steps: Sequence[SagaStep], outcome: Outcome) -> None:
         saga.finished_at = now
     elif state.status is Status.FAILED:
         saga.deadline = None  # no more automatic tries; an operator decides
-    saga.save()
+    if new:
+        saga.save(force_insert=True)
+    else:
+        saga.save(update_fields=MUTABLE_FIELDS)
+    SagaEvent.objects.bulk_create(history)
     if saga.state != was:
         metrics.transition(saga, was)
 
 
-def _locked(saga_id: uuid.UUID) -> tuple[Saga, list[SagaStep]] | None:
-    saga = Saga.objects.select_for_update().filter(pk=saga_id).first()
-    if saga is None:
-        return None
-    return saga, list(saga.steps.order_by("index"))
+MUTABLE_FIELDS = [
+    "state",
+    "phase",
+    "reason",
+    "current_step",
+    "attempt",
+    "data",
+    "steps",
+    "outstanding_command_id",
+    "deadline",
+    "updated_at",
+    "finished_at",
+]
+
+
+def _locked(saga_id: uuid.UUID) -> Saga | None:
+    return Saga.objects.select_for_update().filter(pk=saga_id).first()
 
 
 def saga_start(
@@ -138,20 +162,27 @@ def saga_start(
     order_id: uuid.UUID,
     customer_id: uuid.UUID | None,
 ) -> Saga:
-    with transaction.atomic():
-        saga = Saga.objects.create(
-            type=definition.name,
-            version=definition.version,
-            state=Status.RUNNING,
-            phase=Phase.FORWARD,
-            data=dict(data),
-            order_id=order_id,
-            customer_id=customer_id,
-        )
-        steps = SagaStep.objects.bulk_create(
-            SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
-        )
-        _apply(saga, steps, engine.start(definition, data, policy()))
+    saga = Saga(
+        type=definition.name,
+        version=definition.version,
+        state=Status.RUNNING,
+        phase=Phase.FORWARD,
+        data=dict(data),
+        order_id=order_id,
+        customer_id=customer_id,
+        steps=[
+            {
+                "name": step.name,
+                "state": "pending",
+                "attempts": 0,
+                "started_at": None,
+                "finished_at": None,
+            }
+            for step in definition.steps
+        ],
+    )
+    with use_case_atomic():
+        _apply(saga, engine.start(definition, data, policy()), new=True)
     metrics.STARTED.labels(definition.name).inc()
     return saga
 
@@ -183,22 +214,11 @@ def cancellation_start(*, order_id: uuid.UUID) -> Saga:
 def saga_on_reply(message: Envelope, reply: Reply) -> None:
     """A participant answered. Only the reply to the outstanding command moves the saga."""
     saga_id = message.correlation.saga_id
-    with transaction.atomic():
-        locked = _locked(saga_id) if saga_id else None
-        if locked is None:
+    with use_case_atomic():
+        saga = _locked(saga_id) if saga_id else None
+        if saga is None:
             raise InvalidMessage("unroutable", f"no saga {saga_id} for reply {message.id}")
-        saga, steps = locked
-        if message.correlation.in_reply_to != saga.outstanding_command_id:
-            SagaEvent.objects.create(
-                saga=saga,
-                kind="stale_reply",
-                step=message.correlation.step or "",
-                attempt=message.correlation.attempt,
-                message_id=message.id,
-                detail={"in_reply_to": str(message.correlation.in_reply_to), "ok": reply.ok},
-            )
-            return
-        SagaEvent.objects.create(
+        received = SagaEvent(
             saga=saga,
             kind="reply",
             step=message.correlation.step or "",
@@ -206,16 +226,21 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
             message_id=message.id,
             detail={"ok": reply.ok, "reason": reply.reason, "result": reply.result},
         )
+        if message.correlation.in_reply_to != saga.outstanding_command_id:
+            received.kind = "stale_reply"
+            received.detail = {"in_reply_to": str(message.correlation.in_reply_to), "ok": reply.ok}
+            received.save()
+            return
         saga.outstanding_command_id = None
         outcome = engine.on_reply(
             definition_of(saga),
-            state_of(saga, steps),
+            state_of(saga),
             ok=reply.ok,
             reason=reply.reason,
             result=reply.result,
             policy=policy(),
         )
-        _apply(saga, steps, outcome)
+        _apply(saga, outcome, events=[received])
 
 
 def saga_sweep(*, limit: int = 200) -> int:
@@ -236,10 +261,7 @@ def saga_sweep(*, limit: int = 200) -> int:
             )
             if saga is None:  # answered meanwhile, or another sweep has it
                 continue
-            steps = list(saga.steps.order_by("index"))
-            _apply(
-                saga, steps, engine.on_timeout(definition_of(saga), state_of(saga, steps), policy())
-            )
+            _apply(saga, engine.on_timeout(definition_of(saga), state_of(saga), policy()))
             moved += 1
     return moved
 
@@ -256,25 +278,22 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
     force_compensate: give up the forward path and compensate."""
     if action not in OPERATOR_ACTIONS:
         raise BusinessError("unknown_action", f"No operator action {action!r}.")
-    with transaction.atomic():
-        locked = _locked(saga_id)
-        if locked is None:
+    with use_case_atomic():
+        saga = _locked(saga_id)
+        if saga is None:
             raise NotFoundError("Saga", saga_id)
-        saga, steps = locked
         try:
-            state, actions = OPERATOR_ACTIONS[action](
-                definition_of(saga), state_of(saga, steps), policy()
-            )
+            outcome = OPERATOR_ACTIONS[action](definition_of(saga), state_of(saga), policy())
         except NotApplicable as exc:
             raise BusinessError(
                 "not_applicable", f"Cannot {action} saga {saga_id}: {exc}.", status=409
             ) from exc
-        SagaEvent.objects.create(
+        acted = SagaEvent(
             saga=saga,
             kind="operator",
             step=definition_of(saga).steps[saga.current_step].name,
             detail={"action": action, "operator": operator},
         )
         saga.outstanding_command_id = None
-        _apply(saga, steps, (state, actions))
+        _apply(saga, outcome, events=[acted])
     return saga

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.utils import timezone
 
 from common.api.errors import BusinessError
+from common.transactions import use_case_atomic
 from order.orders.models import MenuItem, Order, OrderLine
 
 
@@ -32,7 +32,7 @@ def order_create_pending(
     the menu stores the order as ``rejected`` with reason ``unknown_menu_item``, so the
     customer can still see what was refused and why.
     """
-    with transaction.atomic():
+    with use_case_atomic():
         existing = Order.objects.filter(pk=order_id).first()
         if existing is not None:
             return existing
@@ -40,16 +40,9 @@ def order_create_pending(
         known = all(
             line.menu_item_id in menu and menu[line.menu_item_id].available for line in items
         )
-        order = Order.objects.create(
-            id=order_id,
-            customer_id=customer_id,
-            state=Order.State.PENDING if known else Order.State.REJECTED,
-            reason=None if known else "unknown_menu_item",
-            saga_id=saga_id if known else None,
-        )
         lines = [
             OrderLine(
-                order=order,
+                order_id=order_id,
                 menu_item_id=line.menu_item_id,
                 name=menu[line.menu_item_id].name,
                 quantity=line.quantity,
@@ -58,9 +51,15 @@ def order_create_pending(
             for line in items
             if line.menu_item_id in menu
         ]
+        order = Order.objects.create(
+            id=order_id,
+            customer_id=customer_id,
+            state=Order.State.PENDING if known else Order.State.REJECTED,
+            reason=None if known else "unknown_menu_item",
+            saga_id=saga_id if known else None,
+            total=sum(line.quantity * line.unit_price for line in lines) if known else 0,
+        )
         OrderLine.objects.bulk_create(lines)
-        order.total = sum(line.quantity * line.unit_price for line in lines) if known else 0
-        order.save(update_fields=["total"])
     return order
 
 
@@ -88,7 +87,7 @@ def _refuse(code: str, order_id: uuid.UUID, state: str | None) -> BusinessError:
 
 def order_approve(*, order_id: uuid.UUID) -> Order:
     """pending → approved; approving an approved order again answers the same."""
-    with transaction.atomic():
+    with use_case_atomic():
         order = _locked(order_id)
         if order is not None and order.state == Order.State.APPROVED:
             return order
@@ -100,7 +99,7 @@ def order_approve(*, order_id: uuid.UUID) -> Order:
 def order_reject(*, order_id: uuid.UUID, customer_id: uuid.UUID, reason: str) -> Order:
     """pending → rejected. An order never created (its creation timed out) is stored rejected,
     so a late creation finds it and changes nothing."""
-    with transaction.atomic():
+    with use_case_atomic():
         order = _locked(order_id)
         if order is None:
             return Order.objects.create(
@@ -115,7 +114,7 @@ def order_reject(*, order_id: uuid.UUID, customer_id: uuid.UUID, reason: str) ->
 
 def order_begin_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
     """approved → cancel_pending, locked by this cancellation; nothing else may change it now."""
-    with transaction.atomic():
+    with use_case_atomic():
         order = _locked(order_id)
         if (
             order is not None
@@ -129,7 +128,7 @@ def order_begin_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
 
 
 def _cancel_step(order_id: uuid.UUID, saga_id: uuid.UUID, *, to: Order.State) -> Order:
-    with transaction.atomic():
+    with use_case_atomic():
         order = _locked(order_id)
         if order is not None and order.state == to and order.saga_id == saga_id:
             return order
@@ -145,7 +144,7 @@ def order_confirm_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
 
 def order_undo_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
     """cancel_pending (locked by this saga) → approved again."""
-    with transaction.atomic():
+    with use_case_atomic():
         order = _locked(order_id)
         if order is not None and order.state == Order.State.APPROVED:
             return order
