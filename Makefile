@@ -8,7 +8,8 @@ UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
-.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox bench-saga
+.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox bench-saga \
+	k8s-validate docker-check load
 
 help:
 	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
@@ -17,6 +18,9 @@ help:
 	@echo "make test      lint, type-check, unit and end-to-end tests (real PostgreSQL, Redis, Celery, Envoy)"
 	@echo "make bench-outbox  relay drain rate and commit-to-publish latency (prints JSON last)"
 	@echo "make bench-saga    checkouts/s and latency at rising load, with a plot (prints JSON last)"
+	@echo "GATEWAY=nginx make up   the same system with Nginx instead of Envoy as the gateway"
+	@echo "make docker-check  check docker-compose.yml, the Dockerfile and the gateway configs (no Docker engine needed)"
+	@echo "make k8s-validate  build the Kubernetes overlays and validate them offline"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -71,3 +75,9 @@ bench-saga: venv
 
 bench-outbox: venv
 	$(BIN)/python -m tests.bench.outbox
+
+docker-check: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/docker/validate.sh
+
+k8s-validate: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/k8s/validate.sh

@@ -60,7 +60,7 @@ def inbox_handle(envelope: Envelope, payload: Any, handler: Handler) -> bool:
                 envelope, _run_command(envelope, payload, handler), source=settings.SERVICE_NAME
             )
             keep = Also("kept", KEEP_REPLY, [json.dumps(reply.to_json_dict()), envelope.id])
-            outbox_put(reply, also=keep)  # and remember it, in the same round trip
+            outbox_put(reply, also=[keep])  # and remember it, in the same round trip
         else:
             with message_handler_transaction(undo_on_failure=False):
                 handler(envelope, payload)

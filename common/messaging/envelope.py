@@ -70,6 +70,11 @@ def caused_by(**headers: str) -> Iterator[None]:
         _cause.reset(token)
 
 
+def current_cause() -> dict[str, str]:
+    """The headers set by the innermost ``caused_by``: what the work being done now is for."""
+    return dict(_cause.get() or {})
+
+
 def causation_of(envelope: Envelope) -> dict[str, str]:
     """Headers that a message caused by ``envelope`` carries."""
     inherited = {k: v for k, v in envelope.headers.items() if k in {"trace_id", "request_id"}}
@@ -78,10 +83,6 @@ def causation_of(envelope: Envelope) -> dict[str, str]:
         "causation_id": str(envelope.id),
         "trace_id": inherited.get("trace_id", str(envelope.id)),
     }
-
-
-def _headers() -> dict[str, str]:
-    return dict(_cause.get() or {})
 
 
 def _checked(type_name: str, kind: Kind, payload: Payload) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def new_command(
         reply_to=source,
         created_at=datetime.now(UTC),
         correlation=correlation or Correlation(),
-        headers=_headers(),
+        headers=current_cause(),
         payload=_checked(type_name, Kind.COMMAND, payload),
     )
 
@@ -116,7 +117,7 @@ def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
         kind=Kind.EVENT,
         source=source,
         created_at=datetime.now(UTC),
-        headers=_headers(),
+        headers=current_cause(),
         payload=_checked(type_name, Kind.EVENT, payload),
     )
 

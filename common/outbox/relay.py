@@ -85,10 +85,22 @@ class Relay:
         self.max_attempts = max_attempts or settings.OUTBOX_MAX_ATTEMPTS
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self._prepared: object = None
+
+    def _prepare_session(self) -> None:
+        """The relay's commits only record delivery: if PostgreSQL lost the last ones in a crash,
+        those rows would just be published again (at-least-once). So they need not wait for
+        the WAL flush, which saves an fsync per batch. Domain transactions stay synchronous."""
+        connection.ensure_connection()
+        if self._prepared is not connection.connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO off")
+            self._prepared = connection.connection
 
     def relay_batch(self) -> int:
         """Publish one batch; returns how many rows it took. Raises PublishFailed if Redis failed
         (after recording the failed attempt in a transaction of its own)."""
+        self._prepare_session()
         claimed: list[Claimed] = []
         try:
             with transaction.atomic():
@@ -191,8 +203,10 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
                 connection.close()
                 stop.wait(delay)
                 continue
-            if taken:
-                continue  # more may be waiting; the claim is cheap when there are none
+            if taken >= relay.batch_size:
+                continue  # a full batch: more are likely waiting
+            # Every commit that wrote rows has notified us (notifications queue up while we
+            # publish), so a short batch means we can wait instead of claiming an empty one.
             wakeup.wait(interval)
     finally:
         wakeup.close()

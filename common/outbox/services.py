@@ -55,14 +55,15 @@ def _destinations(envelope: Envelope) -> tuple[str, ...]:
 
 
 def outbox_put(
-    *envelopes: Envelope, destination: str | None = None, also: Also | None = None
+    *envelopes: Envelope, destination: str | None = None, also: Sequence[Also] = ()
 ) -> None:
     """Write messages to the outbox and wake the relays when the transaction commits.
 
     One statement inserts every row and sends ``NOTIFY``; PostgreSQL delivers the notification
     only on commit, and never if the transaction rolls back. ``destination`` overrides where
     the messages go (used to hand a dead letter back to this service's own queue). ``also``
-    joins one more statement (the inbox storing a reply) to the same round trip.
+    joins more statements (the inbox storing a reply, a saga's transition) to the same round
+    trip; they run even when there is no message to write.
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
@@ -79,14 +80,15 @@ def outbox_put(
                     "envelope": {**body, "destination": queue},
                 }
             )
-    if not rows:
+    ctes = "".join(f", {a.name} AS ({a.sql})" for a in also)
+    also_params = [p for a in also for p in a.params]
+    if rows:
+        sql = INSERT_AND_NOTIFY.format(also=ctes)
+        params = [json.dumps(rows), *also_params, notify_channel(settings.SERVICE_NAME)]
+    elif also:
+        sql, params = f"WITH {ctes.removeprefix(', ')} SELECT 1", also_params
+    else:
         return
-    sql = INSERT_AND_NOTIFY.format(also=f", {also.name} AS ({also.sql})" if also else "")
-    params = [
-        json.dumps(rows),
-        *(also.params if also else ()),
-        notify_channel(settings.SERVICE_NAME),
-    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -107,9 +109,9 @@ def outbox_event(type_name: str, payload: Payload) -> Envelope:
     return envelope
 
 
-def outbox_reply(command: Envelope, reply: Reply, *, also: Also | None = None) -> Envelope:
+def outbox_reply(command: Envelope, reply: Reply) -> Envelope:
     envelope = new_reply(command, reply, source=settings.SERVICE_NAME)
-    outbox_put(envelope, also=also)
+    outbox_put(envelope)
     return envelope
 
 

@@ -65,6 +65,7 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         ),
         "INSTALLED_APPS": [*COMMON_APPS, *apps],
         "MIDDLEWARE": [
+            "common.api.request_id.RequestIdMiddleware",
             "django_prometheus.middleware.PrometheusBeforeMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -111,6 +112,8 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "SESSION_COOKIE_PATH": f"/{service}/",
         "CSRF_COOKIE_PATH": f"/{service}/",
         "USE_X_FORWARDED_HOST": False,
+        # Peers whose X-Forwarded-For names the client (the gateway); gunicorn reads it too.
+        "FORWARDED_ALLOW_IPS": env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"]),
         "DATA_UPLOAD_MAX_MEMORY_SIZE": 1024 * 1024,
         "REDIS_URL": redis_url,
         "REST_FRAMEWORK": {
@@ -141,9 +144,19 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
-                "plain": {"format": f"%(asctime)s %(levelname)s [{service}] %(name)s: %(message)s"}
+                "plain": {
+                    "format": f"%(asctime)s %(levelname)s [{service}] %(name)s "
+                    "request_id=%(request_id)s: %(message)s"
+                }
             },
-            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+            "filters": {"request_id": {"()": "common.api.request_id.RequestIdFilter"}},
+            "handlers": {
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "filters": ["request_id"],
+                }
+            },
             "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
             "loggers": {
                 "django.db.backends": {"level": "WARNING"},

@@ -17,6 +17,7 @@ globals().update(_settings)
 
 SERVICE_NAME: str = _settings["SERVICE_NAME"]
 REDIS_URL: str = _settings["REDIS_URL"]
+FORWARDED_ALLOW_IPS: list[str] = _settings["FORWARDED_ALLOW_IPS"]
 IDEMPOTENCY_RETENTION_HOURS: float = _settings["IDEMPOTENCY_RETENTION_HOURS"]
 PRUNE_BATCH_SIZE: int = _settings["PRUNE_BATCH_SIZE"]
 MESSAGE_HANDLERS: str = _settings["MESSAGE_HANDLERS"]

@@ -1,22 +1,12 @@
-"""Render the Envoy gateway configuration from the route table."""
+"""Render the Envoy gateway configuration from the route table and the edge policy."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from deploy.gateway.routes import ROUTES
-
-NOT_FOUND_BODY = json.dumps(
-    {
-        "type": "about:blank",
-        "title": "Not Found",
-        "status": 404,
-        "detail": "No route.",
-        "code": "not_found",
-    }
-)
+from deploy.gateway import policy
+from deploy.gateway.routes import ROUTES, Route
 
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
@@ -25,11 +15,21 @@ ACCESS_LOG_FORMAT = {
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
-    "flags": "%RESPONSE_FLAGS%",
     "bytes_in": "%BYTES_RECEIVED%",
     "bytes_out": "%BYTES_SENT%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_CLUSTER%",
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "flags": "%RESPONSE_FLAGS%",
+}
+
+_TYPES = "type.googleapis.com/envoy.extensions"
+
+# The retry conditions nginx's `proxy_next_upstream error timeout http_502 http_503 http_504` has.
+RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,reset,gateway-error",
+    "num_retries": policy.RETRIES,
+    "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
 }
 
 
@@ -37,71 +37,223 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 def _cluster(name: str, host: str, port: int) -> dict[str, Any]:
     return {
         "name": name,
-        "connect_timeout": "1s",
+        "connect_timeout": _seconds(policy.CONNECT_TIMEOUT_S),
         "type": "STRICT_DNS" if not host[0].isdigit() else "STATIC",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
         },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {
+                    "idle_timeout": _seconds(policy.UPSTREAM_IDLE_TIMEOUT_S)
+                },
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+        # Like nginx's max_fails: only gateway failures count, an application's 500 does not.
+        # An ejected lone host still gets traffic (Envoy's panic threshold), as in nginx.
+        "outlier_detection": {
+            "consecutive_5xx": policy.EJECT_AFTER_FAILURES,
+            "enforcing_consecutive_5xx": 0,
+            "consecutive_gateway_failure": policy.EJECT_AFTER_FAILURES,
+            "enforcing_consecutive_gateway_failure": 100,
+            "base_ejection_time": _seconds(policy.EJECT_FOR_S),
+            "max_ejection_time": _seconds(policy.EJECT_FOR_S),
+        },
     }
 
 
-def _route(prefix: str, cluster: str, timeout_s: float) -> dict[str, Any]:
+def _header(name: str, matcher: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "string_match": matcher}
+
+
+def _routes(route: Route) -> list[dict[str, Any]]:
+    """Retries only for requests that are safe to send twice: GET and HEAD, and a POST carrying
+    an Idempotency-Key (the service answers its replay with the first response)."""
+    action = {"cluster": route.upstream, "timeout": _seconds(route.timeout_s)}
+    retrying = {**action, "retry_policy": RETRY_POLICY}
+    idempotent = [
+        [_header(":method", {"safe_regex": {"regex": "GET|HEAD"}})],
+        [
+            _header(":method", {"exact": "POST"}),
+            _header(policy.IDEMPOTENCY_KEY_HEADER, {"safe_regex": {"regex": ".+"}}),
+        ],
+    ]
+    return [
+        *({"match": {"prefix": route.prefix, "headers": h}, "route": retrying} for h in idempotent),
+        {"match": {"prefix": route.prefix}, "route": action},
+    ]
+
+
+def _not_found() -> dict[str, Any]:
     return {
-        "match": {"prefix": prefix},
-        "route": {"cluster": cluster, "timeout": f"{timeout_s:g}s"},
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": policy.NOT_FOUND.body()}},
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": policy.PROBLEM_CONTENT_TYPE}}
+        ],
     }
 
 
-def render(
-    *, listen: tuple[str, int], admin: tuple[str, int], upstreams: Mapping[str, tuple[str, int]]
-) -> dict[str, Any]:
-    """Envoy bootstrap: one listener, routes by path prefix, one cluster per upstream."""
-    routes = [_route(r.prefix, r.upstream, r.timeout_s) for r in ROUTES if r.upstream in upstreams]
-    routes.append(
-        {
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}},
-            "response_headers_to_add": [
-                {"header": {"key": "content-type", "value": "application/problem+json"}}
+def _local_replies() -> dict[str, Any]:
+    """Envoy's own error replies (413, 429, 50x) as problem+json, like every other error."""
+    return {
+        "mappers": [
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {
+                                "default_value": problem.status,
+                                "runtime_key": f"gateway.problem_{problem.status}",
+                            },
+                        }
+                    }
+                },
+                "body": {"inline_string": problem.body()},
+                "body_format_override": {
+                    "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                    "content_type": policy.PROBLEM_CONTENT_TYPE,
+                },
+            }
+            for problem in policy.GATEWAY_PROBLEMS
+        ]
+    }
+
+
+def _token_bucket(limit: policy.RateLimit) -> dict[str, Any]:
+    # Refill in small steps, not `rps` tokens once a second, so the limit is smooth like nginx's.
+    interval = next((s for s in (0.05, 0.1, 0.25, 0.5) if (limit.rps * s).is_integer()), 1.0)
+    return {
+        "max_tokens": limit.burst,
+        "tokens_per_fill": int(limit.rps * interval),
+        "fill_interval": _seconds(interval),
+    }
+
+
+def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
+    """One token bucket per client address (a wildcard descriptor), like nginx's limit_req zone."""
+    always = {"numerator": 100, "denominator": "HUNDRED"}
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "per_client",
+            "token_bucket": _token_bucket(limit),
+            "filter_enabled": {
+                "runtime_key": "gateway.rate_limit_enabled",
+                "default_value": always,
+            },
+            "filter_enforced": {
+                "runtime_key": "gateway.rate_limit_enforced",
+                "default_value": always,
+            },
+            "descriptors": [
+                {"entries": [{"key": "remote_address"}], "token_bucket": _token_bucket(limit)}
             ],
-        }
-    )
-    connection_manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "rate_limits": [{"actions": [{"remote_address": {}}]}],
+            "max_dynamic_descriptors": 100_000,
+            "always_consume_default_token_bucket": False,
+        },
+    }
+
+
+def _connection_manager(limit: policy.RateLimit, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
-        # The gateway is the edge: it sets X-Forwarded-For from the peer address itself.
+        # The gateway is the edge: the peer address is the client, whatever X-Forwarded-For a
+        # client sends.
         "use_remote_address": True,
         "xff_num_trusted_hops": 0,
+        "skip_xff_append": True,
+        # No client is "internal" (by default loopback and private addresses are), so none may
+        # steer Envoy with x-envoy-* headers such as x-envoy-retry-on. An empty list would mean
+        # the default; the discard-only prefix of RFC 6666 matches nobody.
+        "internal_address_config": {
+            "unix_sockets": False,
+            "cidr_ranges": [{"address_prefix": "100::", "prefix_len": 64}],
+        },
         "generate_request_id": True,
+        "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         "access_log": [
             {
                 "name": "envoy.access_loggers.stdout",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "@type": f"{_TYPES}.access_loggers.stream.v3.StdoutAccessLog",
                     "log_format": {"json_format": ACCESS_LOG_FORMAT},
                 },
             }
         ],
+        "local_reply_config": _local_replies(),
         "route_config": {
             "name": "cafe",
-            "virtual_hosts": [{"name": "cafe", "domains": ["*"], "routes": routes}],
+            # Overwrite, not append: services take the last X-Forwarded-For entry as the client.
+            # Other claims about the client or host are dropped.
+            "request_headers_to_remove": ["forwarded", "x-forwarded-host"],
+            "request_headers_to_add": [
+                {
+                    "header": {
+                        "key": "x-forwarded-for",
+                        "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                    },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "virtual_hosts": [
+                {
+                    "name": "cafe",
+                    "domains": ["*"],
+                    "routes": routes,
+                }
+            ],
         },
         "http_filters": [
+            _rate_limit_filter(limit),
+            {
+                # Buffers the whole body (as nginx does) and refuses a larger one with 413.
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": f"{_TYPES}.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": policy.MAX_BODY_BYTES,
+                },
+            },
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
+                "typed_config": {"@type": f"{_TYPES}.filters.http.router.v3.Router"},
+            },
         ],
     }
+
+
+def render(
+    *,
+    listen: tuple[str, int],
+    admin: tuple[str, int],
+    upstreams: Mapping[str, tuple[str, int]],
+    rate_limit: policy.RateLimit | None = None,
+) -> dict[str, Any]:
+    """Envoy bootstrap: one listener, routes by path prefix, one cluster per upstream.
+
+    Routes whose upstream is not given are left out (they answer 404). The admin listener,
+    with the Prometheus stats, is a separate address that is never routed to.
+    """
+    limit = rate_limit or policy.RateLimit.from_env()
+    routes = [r for route in ROUTES if route.upstream in upstreams for r in _routes(route)]
+    routes.append(_not_found())
     return {
         "admin": {"address": _address(*admin)},
         "static_resources": {
@@ -114,7 +266,7 @@ def render(
                             "filters": [
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": connection_manager,
+                                    "typed_config": _connection_manager(limit, routes),
                                 }
                             ]
                         }

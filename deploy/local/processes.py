@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Debian's package; not on a non-root user's PATH.
+NGINX = "/usr/sbin/nginx"
+GATEWAYS = ("envoy", "nginx")
 
 
 @dataclass(frozen=True)
@@ -26,10 +31,15 @@ def web_command(bindir: str, service: str, bind: str) -> str:
     )
 
 
+def log_level() -> str:
+    # Celery's --loglevel overrides the Django logging settings for its own loggers.
+    return os.environ.get("LOG_LEVEL", "INFO").upper()
+
+
 def worker_command(bindir: str, service: str) -> str:
     return (
         f"{bindir}/celery -A {service} worker --queues {service} --hostname {service}@%h "
-        f"--concurrency 2 --loglevel INFO --without-gossip --without-mingle --task-events"
+        f"--concurrency 2 --loglevel {log_level()} --without-gossip --without-mingle --task-events"
     )
 
 
@@ -38,7 +48,27 @@ def relay_command(bindir: str, service: str) -> str:
 
 
 def beat_command(bindir: str, schedule: Path) -> str:
-    return f"{bindir}/celery -A orchestrator beat --loglevel INFO --schedule {schedule}"
+    return f"{bindir}/celery -A orchestrator beat --loglevel {log_level()} --schedule {schedule}"
+
+
+def envoy_command(bindir: str, config: Path, base_id: int) -> str:
+    return (
+        f"{bindir}/envoy -c {config} --base-id {base_id} --log-level warn "
+        f"--drain-time-s 1 --parent-shutdown-time-s 2"
+    )
+
+
+def nginx_command(config: Path) -> str:
+    # In the foreground under supervisord; -e: no attempt to open the packaged /var/log path.
+    return f"{NGINX} -e stderr -c {config} -g 'daemon off;'"
+
+
+def flower_command(bindir: str, port: int) -> str:
+    # One Celery app sees every service's workers: they share the broker and send task events.
+    return (
+        f"{bindir}/celery -A orchestrator flower --address=127.0.0.1 --port={port} "
+        f"--url_prefix=flower"
+    )
 
 
 def programs(
@@ -47,9 +77,14 @@ def programs(
     services: Sequence[str],
     ports: Mapping[str, int],
     state_dir: Path,
-    envoy_config: Path,
+    gateway: str,
+    gateway_config: Path,
     envoy_base_id: int,
+    flower_port: int,
+    flower_auth: str,
 ) -> list[Program]:
+    """Every process of the local stack. ``gateway`` is "envoy" or "nginx"; ``flower_auth`` is
+    "user:password", given to Flower in its environment rather than on its command line."""
     bindir = str(Path(python).parent)
     progs: list[Program] = []
     for service in services:
@@ -84,11 +119,15 @@ def programs(
     )
     progs.append(
         Program(
-            "gateway",
-            "gateway",
-            f"{bindir}/envoy -c {envoy_config} --base-id {envoy_base_id} --log-level warn "
-            f"--drain-time-s 1 --parent-shutdown-time-s 2",
-            priority=200,
+            "flower",
+            "flower",
+            flower_command(bindir, flower_port),
+            env={"FLOWER_BASIC_AUTH": flower_auth},
         )
     )
+    if gateway == "nginx":
+        gateway_command = nginx_command(gateway_config)
+    else:
+        gateway_command = envoy_command(bindir, gateway_config, envoy_base_id)
+    progs.append(Program("gateway", "gateway", gateway_command, priority=200))
     return progs

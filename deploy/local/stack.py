@@ -7,7 +7,8 @@
 
 Everything is configured from the environment (see README, "Configuration"); the defaults give
 the gateway on http://127.0.0.1:8000. A second stack (the end-to-end tests use one) only needs
-another STACK_DIR, STACK_PORT_BASE, database names and Redis database.
+another STACK_DIR, STACK_PORT_BASE, database names and Redis database. GATEWAY=nginx runs Nginx
+instead of Envoy as the gateway, with the same routes.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from urllib.parse import urlsplit
 
 from common.messaging.routing import SERVICES
 from common.settings.database import database_url
-from deploy.gateway import envoy
-from deploy.local.processes import Program, programs
+from deploy.gateway import envoy, nginx
+from deploy.gateway.routes import FLOWER
+from deploy.local.processes import GATEWAYS, NGINX, Program, programs
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE_PG_PORT = 55432
@@ -43,12 +45,20 @@ PRIVATE_REDIS_PORT = 56379
 class Stack:
     dir: Path
     port_base: int
+    gateway: str = "envoy"
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Stack:
         stack_dir = Path(os.environ.get("STACK_DIR", ROOT / "var" / "stack")).resolve()
-        return cls(dir=stack_dir, port_base=int(os.environ.get("STACK_PORT_BASE", "8000")))
+        gateway = os.environ.get("GATEWAY", "envoy")
+        if gateway not in GATEWAYS:
+            sys.exit(f"stack | GATEWAY must be one of {', '.join(GATEWAYS)}, not {gateway!r}")
+        return cls(
+            dir=stack_dir,
+            port_base=int(os.environ.get("STACK_PORT_BASE", "8000")),
+            gateway=gateway,
+        )
 
     # Ports: gateway on the base, services on base+1…4, Flower on base+55, Envoy admin on base+1901.
     @property
@@ -228,7 +238,19 @@ def run_for_every_service(stack: Stack, *args: str) -> None:
             sys.exit(f"stack | `manage.py {' '.join(args)}` failed for {service}")
 
 
+def ensure_nginx(stack: Stack) -> None:
+    if stack.gateway == "nginx" and not os.access(NGINX, os.X_OK):
+        sys.exit(
+            f"stack | GATEWAY=nginx needs {NGINX}. Install it (Debian: apt-get install nginx)."
+        )
+
+
+def flower_login() -> tuple[str, str]:
+    return os.environ.get("FLOWER_USER", "admin"), os.environ.get("FLOWER_PASSWORD", "admin")
+
+
 def prepare(stack: Stack) -> None:
+    ensure_nginx(stack)
     ensure_postgres(stack)
     ensure_redis(stack)
     stack.env.setdefault("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
@@ -297,44 +319,68 @@ def is_running(stack: Stack) -> bool:
     return supervisorctl(stack, "pid").stdout.strip().isdigit()
 
 
+def write_gateway_config(stack: Stack) -> Path:
+    """The gateway's configuration file, for the gateway this stack runs."""
+    upstreams = {s: ("127.0.0.1", stack.service_port(s)) for s in SERVICES}
+    upstreams[FLOWER] = ("127.0.0.1", stack.flower_port)
+    listen = ("127.0.0.1", stack.gateway_port)
+    if stack.gateway == "nginx":
+        state = stack.dir / "nginx"
+        state.mkdir(exist_ok=True)
+        path = stack.dir / "nginx.conf"
+        # As root, Nginx's workers would otherwise run as nobody, who cannot write to STACK_DIR.
+        user = "root" if os.geteuid() == 0 else None
+        path.write_text(
+            nginx.render(listen=listen, upstreams=upstreams, state_dir=state, user=user, workers=2)
+        )
+        return path
+    path = stack.dir / "envoy.json"
+    config = envoy.render(
+        listen=listen, admin=("127.0.0.1", stack.envoy_admin_port), upstreams=upstreams
+    )
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def write_configs(stack: Stack) -> list[Program]:
     stack.logs.mkdir(parents=True, exist_ok=True)
-    upstreams = {s: ("127.0.0.1", stack.service_port(s)) for s in SERVICES}
-    envoy_conf = envoy.render(
-        listen=("127.0.0.1", stack.gateway_port),
-        admin=("127.0.0.1", stack.envoy_admin_port),
-        upstreams=upstreams,
-    )
-    (stack.dir / "envoy.json").write_text(json.dumps(envoy_conf, indent=2))
     progs = programs(
         python=sys.executable,
         services=SERVICES,
         ports={s: stack.service_port(s) for s in SERVICES},
         state_dir=stack.dir,
-        envoy_config=stack.dir / "envoy.json",
+        gateway=stack.gateway,
+        gateway_config=write_gateway_config(stack),
         envoy_base_id=stack.port_base,
+        flower_port=stack.flower_port,
+        flower_auth=":".join(flower_login()),
     )
     (stack.dir / "supervisord.conf").write_text(supervisor_conf(stack, progs))
     return progs
 
 
-def _ready(url: str) -> bool:
+def _status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 — our own loopback URL
-            return bool(reply.status == 200)
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
     except (urllib.error.URLError, OSError):
-        return False
+        return None
 
 
 def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
-    """Wait until every service answers ``/readyz`` through the gateway, and every worker and
-    relay has said it consumes (each touches its ``READY_FILE``)."""
+    """Wait until every service answers ``/readyz`` and Flower answers at all (401 without a
+    login), both through the gateway, and every worker and relay has said it consumes (each
+    touches its ``READY_FILE``)."""
     deadline = time.monotonic() + timeout_s
-    pending = set(SERVICES)
-    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+    urls = {s: f"{stack.url}/{s}/readyz" for s in SERVICES} | {FLOWER: f"{stack.url}/flower/"}
+    up = {s: {200} for s in SERVICES} | {FLOWER: {200, 401}}
+    pending = set(urls)
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         while pending and time.monotonic() < deadline:
-            checks = {s: pool.submit(_ready, f"{stack.url}/{s}/readyz") for s in pending}
-            pending = {s for s, ready in checks.items() if not ready.result()}
+            checks = {name: pool.submit(_status, urls[name]) for name in pending}
+            pending = {name for name, status in checks.items() if status.result() not in up[name]}
             if pending:
                 time.sleep(0.3)
     markers = [f"{s}-{kind}" for s in SERVICES for kind in ("worker", "relay")]
@@ -353,15 +399,21 @@ def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
 def print_urls(stack: Stack) -> None:
     user = stack.env.get("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
     password = stack.env.get("ADMIN_PASSWORD", os.environ.get("ADMIN_PASSWORD", "admin"))
+    flower_user, flower_password = flower_login()
     lines = [
-        f"ready: gateway {stack.url}",
+        f"ready: gateway {stack.url} ({stack.gateway})",
         f"  API            {stack.url}/api/v1/  (customers, accounts, menu, orders, checkouts, cancellations)",
         *(
             f"  {s:<14} admin {stack.url}/{s}/admin/   docs {stack.url}/{s}/api/docs/"
             for s in SERVICES
         ),
         f"  admin login    {user} / {password}",
-        f"  Envoy admin    http://127.0.0.1:{stack.envoy_admin_port}/stats/prometheus",
+        f"  Flower         {stack.url}/flower/   login {flower_user} / {flower_password}",
+        *(
+            [f"  Envoy admin    http://127.0.0.1:{stack.envoy_admin_port}/stats/prometheus"]
+            if stack.gateway == "envoy"
+            else []
+        ),
         f"  logs           {stack.logs}",
     ]
     for line in lines:

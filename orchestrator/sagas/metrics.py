@@ -27,7 +27,7 @@ DURATION = Histogram(
 OVERDUE_GRACE = timedelta(seconds=1)
 
 
-def transition(saga: Saga, was: str) -> None:
+def transition(saga: Saga, was: str | None) -> None:
     if saga.state in {Saga.State.COMPLETED, Saga.State.REJECTED, Saga.State.FAILED}:
         FINISHED.labels(saga.type, saga.state).inc()
     if saga.state in {Saga.State.COMPLETED, Saga.State.REJECTED}:

@@ -4,19 +4,21 @@ the next command in the outbox."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
 from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import Reply
-from common.messaging.envelope import Correlation, Envelope, InvalidMessage
-from common.outbox.services import outbox_command
+from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
+from common.outbox.services import Also, outbox_put
 from common.transactions import use_case_atomic
 from orchestrator.sagas import engine, metrics
 from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
@@ -80,44 +82,39 @@ def _steps_after(saga: Saga, state: engine.State, now: str) -> list[dict[str, An
 def _apply(
     saga: Saga, outcome: Outcome, *, events: Sequence[SagaEvent] = (), new: bool = False
 ) -> None:
-    """Persist a transition: the saga row, its history, and the commands into the outbox."""
+    """Persist a transition: the saga row, its history and the commands it sends, all in one
+    statement (the outbox insert with the saga's upsert and history joined to it)."""
     state, actions = outcome
     now = timezone.now()
-    history = list(events)
+    history = [_event_row(e) for e in events]
+    commands: list[Envelope] = []
     for action in actions:
         if isinstance(action, Send):
-            sent = outbox_command(
+            command = new_command(
                 action.command,
                 action.payload,
+                source=settings.SERVICE_NAME,
                 correlation=Correlation(saga_id=saga.id, step=action.step, attempt=action.attempt),
             )
-            saga.outstanding_command_id = sent.id
+            commands.append(command)
+            saga.outstanding_command_id = command.id
             saga.deadline = now + timedelta(seconds=action.deadline_in_s)
             kind = "compensation_sent" if action.compensation else "command_sent"
-            detail = {"command": action.command}
             history.append(
-                SagaEvent(
-                    saga=saga,
-                    at=now,
-                    kind=kind,
-                    step=action.step,
-                    attempt=action.attempt,
-                    message_id=sent.id,
-                    detail=detail,
-                )
+                {
+                    "kind": kind,
+                    "step": action.step,
+                    "attempt": action.attempt,
+                    "message_id": command.id,
+                    "detail": {"command": action.command},
+                }
             )
         else:
             history.append(
-                SagaEvent(
-                    saga=saga,
-                    at=now,
-                    kind=action.kind,
-                    step=action.step or "",
-                    detail=dict(action.detail),
-                )
+                {"kind": action.kind, "step": action.step or "", "detail": dict(action.detail)}
             )
 
-    was = saga.state
+    was = None if new else saga.state
     saga.steps = _steps_after(saga, state, now.isoformat().replace("+00:00", "Z"))
     saga.state, saga.phase, saga.reason = state.status.value, state.phase.value, state.reason
     saga.current_step, saga.attempt, saga.data = state.current, state.attempt, dict(state.data)
@@ -127,32 +124,62 @@ def _apply(
         saga.finished_at = now
     elif state.status is Status.FAILED:
         saga.deadline = None  # no more automatic tries; an operator decides
-    if new:
-        saga.save(force_insert=True)
-    else:
-        saga.save(update_fields=MUTABLE_FIELDS)
-    SagaEvent.objects.bulk_create(history)
+    for row in history:
+        row.update(saga_id=saga.id, at=row.get("at") or now)
+    outbox_put(
+        *commands,
+        also=[
+            Also(
+                "saga",
+                SAVE_SAGA,
+                [_json({f.attname: getattr(saga, f.attname) for f in SAGA_FIELDS})],
+            ),
+            Also("history", SAVE_HISTORY, [_json(history)]),
+        ],
+    )
     if saga.state != was:
         metrics.transition(saga, was)
 
 
-MUTABLE_FIELDS = [
-    "state",
-    "phase",
-    "reason",
-    "current_step",
-    "attempt",
-    "data",
-    "steps",
-    "outstanding_command_id",
-    "deadline",
-    "updated_at",
-    "finished_at",
-]
+SAGA_FIELDS = Saga._meta.concrete_fields
+_UPDATED = ", ".join(
+    f"{f.column} = EXCLUDED.{f.column}"
+    for f in SAGA_FIELDS
+    if f.name not in {"id", "type", "version", "created_at"}
+)
+# jsonb_populate_record turns the JSON into a row of the table's own types.
+SAVE_SAGA = f"""
+INSERT INTO {Saga._meta.db_table}
+SELECT * FROM jsonb_populate_record(NULL::{Saga._meta.db_table}, %s::jsonb)
+ON CONFLICT (id) DO UPDATE SET {_UPDATED}
+"""  # noqa: S608 — table and column names are ours
+SAVE_HISTORY = f"""
+INSERT INTO {SagaEvent._meta.db_table} (saga_id, at, kind, step, attempt, message_id, detail)
+SELECT saga_id, at, kind, coalesce(step, ''), attempt, message_id, coalesce(detail, '{{}}'::jsonb)
+FROM jsonb_populate_recordset(NULL::{SagaEvent._meta.db_table}, %s::jsonb)
+"""  # noqa: S608
+
+
+def _event_row(event: SagaEvent) -> dict[str, Any]:
+    return {
+        "kind": event.kind,
+        "step": event.step,
+        "attempt": event.attempt,
+        "message_id": event.message_id,
+        "detail": event.detail,
+        "at": event.at,
+    }
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
 
 
 def _locked(saga_id: uuid.UUID) -> Saga | None:
-    return Saga.objects.select_for_update().filter(pk=saga_id).first()
+    try:
+        return Saga.objects.select_for_update().get(pk=saga_id)
+    except Saga.DoesNotExist:
+        return None
 
 
 def saga_start(

@@ -2,7 +2,8 @@
 
 It is started with the same command as ``make up`` (``deploy.local.stack up --detach``), on
 its own ports, databases (``e2e_<service>``) and Redis database, so it never touches the stack
-a developer is running.
+a developer is running. E2E_PORT_BASE, E2E_REDIS_URL and E2E_DB_PREFIX (which also names the
+stack's directory under var/) let two such runs share a machine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SERVICES = ("customer", "account", "order", "orchestrator")
 PORT_BASE = int(os.environ.get("E2E_PORT_BASE", "18000"))
 REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/1")
 PG_DSN = os.environ.get("E2E_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_PREFIX = os.environ.get("E2E_DB_PREFIX", "e2e_")
+STACK_DIR = ROOT / "var" / ("e2e" if DB_PREFIX == "e2e_" else f"{DB_PREFIX}stack")
 
 
 @dataclass
@@ -58,19 +61,21 @@ class Stack:
 def _fresh_databases() -> None:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         for service in SERVICES:
-            conn.execute(f'DROP DATABASE IF EXISTS "e2e_{service}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_PREFIX}{service}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     env = {
         **os.environ,
-        "STACK_DIR": str(ROOT / "var" / "e2e"),
+        "STACK_DIR": str(STACK_DIR),
         "STACK_PORT_BASE": str(PORT_BASE),
-        "DATABASE_NAME_PREFIX": "e2e_",
+        "DATABASE_NAME_PREFIX": DB_PREFIX,
         "REDIS_URL": REDIS_URL,
         "ADMIN_USERNAME": "admin",
         "ADMIN_PASSWORD": "e2e-admin",
+        "FLOWER_USER": "flower",
+        "FLOWER_PASSWORD": "e2e-flower",
         # Short reply deadlines, so the fault tests see the sweep recover lost messages quickly.
         "SAGA_REPLY_TIMEOUT_S": "1.5",
         "SAGA_BACKOFF_CAP_S": "5",

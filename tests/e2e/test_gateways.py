@@ -1,0 +1,193 @@
+"""The same API checks through both gateways, in front of the same running services.
+
+Envoy is the stack's own gateway. Nginx is started here, on a free port, from the same route
+table (``deploy.gateway.nginx``), so a route or an edge rule that one gateway lacks shows up as a
+test that passes for one parameter and fails for the other.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from deploy.gateway import policy
+from deploy.gateway.routes import FLOWER
+from deploy.local.stack import Stack as LocalStack
+from tests.e2e.cafe import Cafe
+from tests.e2e.conftest import DB_PREFIX, PG_DSN, PORT_BASE, SERVICES, Stack
+from tests.e2e.gateways import GATEWAYS, assert_problem, gateway
+
+pytestmark = pytest.mark.e2e
+
+# Any loopback address but the gateway's own: what a service sees as the client can then only
+# have come from the gateway's peer address, not from gunicorn's (the gateway, 127.0.0.1).
+CLIENT_ADDRESS = "127.0.0.2"
+SPOOFED = "203.0.113.77"
+
+
+@pytest.fixture(scope="session")
+def nginx_url(stack: Stack) -> Iterator[str]:
+    """An Nginx gateway in front of the stack's services and Flower, stopped at the end."""
+    ports = LocalStack(dir=Path(stack.env["STACK_DIR"]), port_base=PORT_BASE)
+    upstreams = {s: ("127.0.0.1", ports.service_port(s)) for s in SERVICES}
+    upstreams[FLOWER] = ("127.0.0.1", ports.flower_port)
+    state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
+    with gateway("nginx", state, upstreams, policy.RateLimit.from_env(stack.env)) as url:
+        yield url
+
+
+@pytest.fixture(params=GATEWAYS)
+def url(request: pytest.FixtureRequest, stack: Stack, nginx_url: str) -> str:
+    return stack.url if request.param == "envoy" else nginx_url
+
+
+@pytest.fixture
+def edge(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=15.0) as client:
+        yield client
+
+
+def test_customer_account_and_idempotent_deposit(edge: httpx.Client) -> None:
+    cafe = Cafe(edge)
+    customer = cafe.customer()
+    key = {"Idempotency-Key": f"gw-{uuid.uuid4()}"}
+    path = f"/api/v1/accounts/{customer}/deposits"
+
+    first = edge.post(path, json={"amount": 700}, headers=key)
+    replay = edge.post(path, json={"amount": 700}, headers=key)
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json()
+    assert edge.get(f"/api/v1/accounts/{customer}").json()["balance"] == 700
+
+
+def test_menu_and_a_checkout_that_completes(edge: httpx.Client) -> None:
+    cafe = Cafe(edge)
+    menu = edge.get("/api/v1/menu").json()
+    item = menu[0]
+    customer = cafe.customer(deposit=item["price"])
+
+    done = cafe.wait(cafe.checkout(customer, [{"menu_item_id": item["id"], "quantity": 1}]))
+
+    assert len(menu) >= 6
+    assert done["state"] == "completed"
+    assert edge.get(f"/api/v1/orders/{done['order_id']}").json()["state"] == "approved"
+
+
+def test_an_unknown_path_is_a_404_problem(edge: httpx.Client) -> None:
+    assert_problem(edge.get("/nowhere"), 404, "not_found")
+    assert_problem(edge.post("/api/v2/customers", json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_body_over_1_mib_is_a_413_problem(edge: httpx.Client, idempotent: bool) -> None:
+    headers = {"content-type": "application/json"}
+    if idempotent:
+        headers["Idempotency-Key"] = f"gw-{uuid.uuid4()}"
+    body = b'{"name": "' + b"x" * policy.MAX_BODY_BYTES + b'"}'
+
+    response = edge.post("/api/v1/customers", content=body, headers=headers)
+
+    assert_problem(response, 413, "payload_too_large")
+    assert response.json()["title"] == "Payload Too Large"
+
+
+def test_the_request_id_is_made_when_missing_and_kept_when_sent(edge: httpx.Client) -> None:
+    made = edge.get("/api/v1/menu").headers.get("x-request-id")
+    sent = f"gw-{uuid.uuid4()}"
+    kept = edge.get("/api/v1/menu", headers={"X-Request-Id": sent}).headers.get("x-request-id")
+
+    assert made
+    assert kept == sent
+
+
+def _outbox_headers(service: str, request_id: str) -> list[dict[str, str]]:
+    """The headers of the messages a service sent on behalf of that request."""
+    with psycopg.connect(PG_DSN, dbname=f"{DB_PREFIX}{service}") as conn:
+        rows = conn.execute(
+            "SELECT envelope->'headers' FROM outbox_message "
+            "WHERE envelope->'headers'->>'request_id' = %s",
+            (request_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_the_request_id_follows_every_message_the_request_causes(edge: httpx.Client) -> None:
+    cafe = Cafe(edge)
+    item = edge.get("/api/v1/menu").json()[0]
+    customer = cafe.customer(deposit=item["price"])
+    request_id = f"gw-{uuid.uuid4()}"
+
+    response = edge.post(
+        "/api/v1/checkouts",
+        json={"customer_id": customer, "items": [{"menu_item_id": item["id"], "quantity": 1}]},
+        headers={"X-Request-Id": request_id},
+    )
+    assert cafe.wait(response.json())["state"] == "completed"
+
+    # The orchestrator's commands, and the replies of the services it commanded.
+    assert _outbox_headers("orchestrator", request_id)
+    assert _outbox_headers("order", request_id)
+    assert _outbox_headers("account", request_id)
+
+
+def _access_log_line(stack: Stack, service: str, request_id: str) -> str:
+    log = Path(stack.env["STACK_DIR"]) / "logs" / f"{service}-web.log"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [
+            line for line in log.read_text().splitlines() if f"request_id={request_id}" in line
+        ]
+        if lines:
+            return lines[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no access log line with request_id={request_id} in {log}")
+
+
+def test_the_service_sees_the_client_address_not_a_spoofed_one(stack: Stack, url: str) -> None:
+    request_id = f"gw-{uuid.uuid4()}"
+    transport = httpx.HTTPTransport(local_address=CLIENT_ADDRESS)
+    with httpx.Client(base_url=url, transport=transport, timeout=15.0) as client:
+        response = client.get(
+            "/customer/healthz", headers={"X-Forwarded-For": SPOOFED, "X-Request-Id": request_id}
+        )
+
+    line = _access_log_line(stack, "customer", request_id)
+    assert response.status_code == 200
+    assert line.split()[0] == CLIENT_ADDRESS
+    assert f'forwarded_for="{CLIENT_ADDRESS}"' in line
+    assert SPOOFED not in line
+
+
+def test_flower_requires_a_login(stack: Stack, edge: httpx.Client) -> None:
+    login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
+
+    assert edge.get("/flower/").status_code == 401
+    assert edge.get("/flower/", auth=(login[0], "wrong")).status_code == 401
+    assert edge.get("/flower/", auth=login).status_code == 200
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_is_routed(edge: httpx.Client, service: str) -> None:
+    response = edge.get(f"/{service}/healthz")
+
+    assert (response.status_code, response.json()["service"]) == (200, service)
+
+
+def test_flower_sees_the_workers_of_every_service(stack: Stack, edge: httpx.Client) -> None:
+    login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
+    deadline = time.monotonic() + 10
+    while True:
+        workers = edge.get("/flower/api/workers", params={"refresh": 1}, auth=login).json()
+        services = {name.split("@")[0] for name in workers}
+        if services == set(SERVICES) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert services == set(SERVICES)
