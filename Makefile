@@ -21,6 +21,7 @@ help:
 	@echo "GATEWAY=nginx make up   the same system with Nginx instead of Envoy as the gateway"
 	@echo "make docker-check  check docker-compose.yml, the Dockerfile and the gateway configs (no Docker engine needed)"
 	@echo "make k8s-validate  build the Kubernetes overlays and validate them offline"
+	@echo "make load          mixed load on the running gateway with locust (LOAD_USERS, LOAD_SECONDS)"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -81,3 +82,12 @@ docker-check: venv
 
 k8s-validate: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/k8s/validate.sh
+
+LOAD_USERS ?= 20
+LOAD_SECONDS ?= 30
+LOAD_URL ?= http://127.0.0.1:8000
+
+# Starts the stack in the background if it is not running, then prints requests/s and percentiles.
+load: up-bg
+	$(BIN)/locust -f tests/load/locustfile.py --headless --users $(LOAD_USERS) --spawn-rate 10 \
+		--run-time $(LOAD_SECONDS)s --host $(LOAD_URL) --only-summary --stop-timeout 5

@@ -46,37 +46,47 @@ def inbox_handle(envelope: Envelope, payload: Any, handler: Handler) -> bool:
     The inbox row, the domain change and any reply commit together. A second delivery of the
     same message id — even one running at the same moment in another worker — waits on the
     inbox row's unique key, then finds it and only re-sends the reply stored the first time.
+    A command refused with ``BusinessError`` rolls the whole transaction back (no savepoint on
+    the common path), then records the message and its failure reply in a new one.
     """
-    with transaction.atomic(), caused_by(**causation_of(envelope)):
-        with connection.cursor() as cursor:
-            cursor.execute(RECORD, [envelope.id, envelope.type, envelope.source])
-            first_time = cursor.fetchone() is not None
-        if not first_time:
-            _resend_stored_reply(envelope)
-            metrics.DUPLICATES.labels(envelope.type).inc()
-            return False
-        if envelope.kind is Kind.COMMAND:
-            reply = new_reply(
-                envelope, _run_command(envelope, payload, handler), source=settings.SERVICE_NAME
-            )
-            keep = Also("kept", KEEP_REPLY, [json.dumps(reply.to_json_dict()), envelope.id])
-            outbox_put(reply, also=[keep])  # and remember it, in the same round trip
-        else:
-            with message_handler_transaction(undo_on_failure=False):
-                handler(envelope, payload)
+    try:
+        with transaction.atomic(), caused_by(**causation_of(envelope)):
+            if not _record_first_time(envelope):
+                return False
+            with message_handler_transaction():
+                result = handler(envelope, payload)
+            if envelope.kind is Kind.COMMAND:
+                _reply(
+                    envelope,
+                    result if isinstance(result, Reply) else Reply(ok=True, result=result or {}),
+                )
+    except BusinessError as refused:
+        if envelope.kind is not Kind.COMMAND:
+            raise
+        with transaction.atomic(), caused_by(**causation_of(envelope)):
+            if not _record_first_time(envelope):
+                return False
+            _reply(envelope, Reply(ok=False, reason=refused.code, result=refused.extra))
     metrics.HANDLED.labels(envelope.type).inc()
     return True
 
 
-def _run_command(envelope: Envelope, payload: Any, handler: Handler) -> Reply:
-    try:
-        with message_handler_transaction(undo_on_failure=True):
-            result = handler(envelope, payload)
-    except BusinessError as exc:
-        return Reply(ok=False, reason=exc.code, result=exc.extra)
-    if isinstance(result, Reply):  # the handler answers itself (e.g. a failure whose writes stay)
-        return result
-    return Reply(ok=True, result=result or {})
+def _record_first_time(envelope: Envelope) -> bool:
+    """Insert the message id; for a duplicate, re-send the stored reply and return False."""
+    with connection.cursor() as cursor:
+        cursor.execute(RECORD, [envelope.id, envelope.type, envelope.source])
+        if cursor.fetchone() is not None:
+            return True
+    _resend_stored_reply(envelope)
+    metrics.DUPLICATES.labels(envelope.type).inc()
+    return False
+
+
+def _reply(command: Envelope, answer: Reply) -> None:
+    """Write the reply to the outbox and keep it with the inbox row, in one round trip."""
+    reply = new_reply(command, answer, source=settings.SERVICE_NAME)
+    keep = Also("kept", KEEP_REPLY, [json.dumps(reply.to_json_dict()), command.id])
+    outbox_put(reply, also=[keep])
 
 
 def _resend_stored_reply(envelope: Envelope) -> None:

@@ -243,6 +243,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ha="center",
             fontsize=8,
         )
+    ax.set_yscale("log")
     ax.set_xlabel("offered load (checkouts/s)")
     ax.set_ylabel("POST → terminal state (ms)")
     ax.set_title("place-order saga latency against offered load (2 cores, all processes)")
@@ -271,9 +272,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="10,25,40,50,60")
+    parser.add_argument("--rates", default="10,20,25,30,40,50")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--plot", default=str(ROOT / "docs" / "bench-saga.png"))
+    parser.add_argument(
+        "--plot", default=str(ROOT / "tests" / "bench" / "results" / "bench-saga.png")
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running")
     args = parser.parse_args()
     stack("down")
