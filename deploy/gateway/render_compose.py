@@ -11,14 +11,14 @@ inside their containers.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from common.messaging.routing import SERVICES
+from deploy import generated
 from deploy.gateway import envoy, nginx, policy
 from deploy.gateway.routes import FLOWER, ROUTES
+from deploy.generated import generator_main
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_CONFIG = ROOT / "deploy" / "envoy" / "envoy.compose.yaml"
@@ -70,26 +70,16 @@ def files() -> dict[Path, str]:
     }
 
 
+def paths() -> dict[Path, str]:
+    return files()
+
+
 def stale() -> list[str]:
-    """The committed files that differ from what this writes."""
-    return [
-        str(path.relative_to(ROOT))
-        for path, text in files().items()
-        if not path.is_file() or path.read_text() != text
-    ]
+    return generated.stale(paths)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="render_compose", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a file is stale")
-    args = parser.parse_args(argv)
-    if args.check:
-        if outdated := stale():
-            sys.exit(f"stale: {', '.join(outdated)}; run python -m deploy.gateway.render_compose")
-        return
-    for path, text in files().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    generator_main("deploy.gateway.render_compose", paths, argv)
 
 
 if __name__ == "__main__":

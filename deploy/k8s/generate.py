@@ -9,14 +9,14 @@ hand-written (they are where one cluster differs from another).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from common.messaging.routing import SERVICES
+from deploy import generated
+from deploy.generated import generator_main
 from deploy.k8s import manifests, mesh
 from deploy.k8s.manifests import CONFIG, EXPORTER, Obj
 
@@ -105,27 +105,16 @@ def files() -> dict[str, str]:
     return out
 
 
-def stale(base: Path = BASE) -> list[str]:
-    """Generated files that are missing or differ on disk."""
-    return [name for name, text in files().items() if _read(base / name) != text]
+def paths() -> dict[Path, str]:
+    return {BASE / name: text for name, text in files().items()}
 
 
-def _read(path: Path) -> str | None:
-    return path.read_text() if path.exists() else None
+def stale() -> list[str]:
+    return generated.stale(paths)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="deploy.k8s.generate", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only compare with the files")
-    args = parser.parse_args(argv)
-    if args.check:
-        if names := stale():
-            sys.exit(
-                f"out of date in {BASE}: {', '.join(names)}; run python -m deploy.k8s.generate"
-            )
-        return
-    for name, text in files().items():
-        (BASE / name).write_text(text)
+    generator_main("deploy.k8s.generate", paths, argv)
 
 
 if __name__ == "__main__":
