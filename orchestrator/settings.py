@@ -10,7 +10,7 @@ globals().update(
 )
 
 # How long a participant has to answer a command; re-sends back off up to the cap.
-SAGA_REPLY_TIMEOUT_S = env.float("SAGA_REPLY_TIMEOUT_S", default=5.0)
+SAGA_REPLY_TIMEOUT_S = env.float("SAGA_REPLY_TIMEOUT_S", default=10.0)
 SAGA_BACKOFF_CAP_S = env.float("SAGA_BACKOFF_CAP_S", default=60.0)
 # Tries of a forward step before it counts as timed out (and the saga compensates).
 SAGA_MAX_ATTEMPTS = env.int("SAGA_MAX_ATTEMPTS", default=4)

@@ -139,3 +139,21 @@ def test_concurrent_checkouts_with_one_key_start_one_saga() -> None:
     assert {code for code, _ in results} == {202}
     assert len({saga_id for _, saga_id in results}) == 1
     assert Saga.objects.count() == 1
+
+
+def test_the_hand_built_body_is_what_the_serializers_describe(api: APIClient) -> None:
+    from orchestrator.sagas.apis import CancellationOutputSerializer, CheckoutOutputSerializer
+
+    checkout_id = checkout(api, {"customer_id": str(uuid.uuid4()), "items": ITEMS}).json()["id"]
+    saga = Saga.objects.get(pk=checkout_id)
+
+    described = CheckoutOutputSerializer(saga).data
+    built = api.get(f"/api/v1/checkouts/{checkout_id}").json()
+
+    assert built == {
+        **described,
+        "id": str(described["id"]),
+        "order_id": str(described["order_id"]),
+        "customer_id": str(described["customer_id"]),
+    }
+    assert set(CancellationOutputSerializer.Meta.fields) < set(built)
