@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,194 +25,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from common.messaging.routing import SERVICES
-from common.settings.database import database_url
 from deploy.gateway import envoy, nginx
 from deploy.gateway.routes import FLOWER
-from deploy.local.processes import GATEWAYS, NGINX, Program, programs
-
-ROOT = Path(__file__).resolve().parents[2]
-PRIVATE_PG_PORT = 55432
-PRIVATE_REDIS_PORT = 56379
-
-
-@dataclass
-class Stack:
-    dir: Path
-    port_base: int
-    gateway: str = "envoy"
-    env: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls) -> Stack:
-        stack_dir = Path(os.environ.get("STACK_DIR", ROOT / "var" / "stack")).resolve()
-        gateway = os.environ.get("GATEWAY", "envoy")
-        if gateway not in GATEWAYS:
-            sys.exit(f"stack | GATEWAY must be one of {', '.join(GATEWAYS)}, not {gateway!r}")
-        return cls(
-            dir=stack_dir,
-            port_base=int(os.environ.get("STACK_PORT_BASE", "8000")),
-            gateway=gateway,
-        )
-
-    # Ports: gateway on the base, services on base+1…4, Flower on base+55, Envoy admin on base+1901.
-    @property
-    def gateway_port(self) -> int:
-        return self.port_base
-
-    def service_port(self, service: str) -> int:
-        return self.port_base + 1 + SERVICES.index(service)
-
-    @property
-    def flower_port(self) -> int:
-        return self.port_base + 55
-
-    @property
-    def envoy_admin_port(self) -> int:
-        return self.port_base + 1901
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    @property
-    def socket(self) -> Path:
-        return self.dir / "supervisor.sock"
-
-    @property
-    def logs(self) -> Path:
-        return self.dir / "logs"
-
-
-def log(message: str) -> None:
-    print(f"stack | {message}", flush=True)
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _venv_bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-# --- PostgreSQL and Redis --------------------------------------------------------------------
-
-
-def remember(stack: Stack, **values: str) -> None:
-    """Use these settings now, and write them to .env so later ``manage.py`` runs find them too."""
-    stack.env.update(values)
-    env_file = ROOT / ".env"
-    known = env_file.read_text() if env_file.exists() else ""
-    with env_file.open("a") as out:
-        for key, value in values.items():
-            if f"{key}={value}" not in known:
-                out.write(f"# written by `make up`: a private instance it started\n{key}={value}\n")
-
-
-def _pg_bin(name: str) -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return found[-1] if found else (Path(p) if (p := shutil.which(name)) else None)
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; run its tools as the 'postgres' user then."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def ensure_postgres(stack: Stack) -> None:
-    first = urlsplit(database_url(SERVICES[0], os.environ))
-    if _reachable(first.hostname or "127.0.0.1", first.port or 5432):
-        return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        sys.exit(
-            f"stack | PostgreSQL is not reachable at {first.hostname}:{first.port} and its server is "
-            "not installed. Install it (Debian: apt-get install postgresql) or set "
-            "<SERVICE>_DATABASE_URL / DATABASE_HOST and DATABASE_PORT."
-        )
-    data = ROOT / "var" / "postgres"
-    log(f"PostgreSQL unreachable; starting a private instance in {data} on port {PRIVATE_PG_PORT}")
-    if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(data, "postgres", "postgres")
-        subprocess.run(
-            _as_postgres([str(initdb), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    if not _reachable("127.0.0.1", PRIVATE_PG_PORT):
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(pg_ctl),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(data / "server.log"),
-                    "-w",
-                    "start",
-                    "-o",
-                    f"-p {PRIVATE_PG_PORT} -k {data} -c listen_addresses=127.0.0.1",
-                ]
-            ),
-            check=True,
-        )
-    remember(stack, DATABASE_HOST="127.0.0.1", DATABASE_PORT=str(PRIVATE_PG_PORT))
-
-
-def ensure_redis(stack: Stack) -> None:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    parts = urlsplit(url)
-    if _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        sys.exit(
-            f"stack | Redis is not reachable at {parts.hostname}:{parts.port} and redis-server is not "
-            "installed. Install it (Debian: apt-get install redis-server) or set REDIS_URL."
-        )
-    data = ROOT / "var" / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    log(f"Redis unreachable; starting a private instance in {data} on port {PRIVATE_REDIS_PORT}")
-    subprocess.run(
-        [
-            server,
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(PRIVATE_REDIS_PORT),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data),
-            "--logfile",
-            str(data / "redis.log"),
-            "--pidfile",
-            str(data / "redis.pid"),
-        ],
-        check=True,
-    )
-    for _ in range(50):
-        if _reachable("127.0.0.1", PRIVATE_REDIS_PORT):
-            break
-        time.sleep(0.1)
-    db = parts.path.lstrip("/") or "0"
-    remember(stack, REDIS_URL=f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/{db}")
-
+from deploy.local.backing import ensure_postgres, ensure_redis
+from deploy.local.layout import ROOT, Stack, log, venv_bin
+from deploy.local.processes import NGINX, Program, programs
+from deploy.local.supervisor import is_running, supervisor_conf, supervisorctl
 
 # --- preparation -----------------------------------------------------------------------------
 
@@ -259,64 +79,7 @@ def prepare(stack: Stack) -> None:
     run_for_every_service(stack, "bootstrap")
 
 
-# --- supervisord -----------------------------------------------------------------------------
-
-
-def supervisor_conf(stack: Stack, progs: list[Program]) -> str:
-    esc = lambda text: text.replace("%", "%%")  # noqa: E731 — supervisord expands %(…)s
-    lines = [
-        "[unix_http_server]",
-        f"file={esc(str(stack.socket))}",
-        "[supervisord]",
-        f"logfile={esc(str(stack.logs / 'supervisord.log'))}",
-        f"pidfile={esc(str(stack.dir / 'supervisord.pid'))}",
-        f"childlogdir={esc(str(stack.logs))}",
-        "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "[supervisorctl]",
-        f"serverurl=unix://{esc(str(stack.socket))}",
-    ]
-    for prog in progs:
-        lines += [
-            f"[program:{prog.name}]",
-            f"command={esc(prog.command)}",
-            f"directory={esc(str(ROOT))}",
-            f"priority={prog.priority}",
-            "autostart=true",
-            # Like compose's `restart: unless-stopped`: a process that dies is started again.
-            "autorestart=true",
-            "startsecs=1",
-            "startretries=50",
-            "stopasgroup=true",
-            "killasgroup=true",
-            "stopsignal=TERM",
-            "stopwaitsecs=20",
-            "redirect_stderr=true",
-            f"stdout_logfile={esc(str(stack.logs / (prog.name + '.log')))}",
-            "stdout_logfile_maxbytes=50MB",
-            "stdout_logfile_backups=2",
-        ]
-        if prog.env:
-            pairs = ",".join(f'{k}="{esc(v)}"' for k, v in prog.env.items())
-            lines.append(f"environment={pairs}")
-    return "\n".join(lines) + "\n"
-
-
-def supervisorctl(
-    stack: Stack, *args: str, check: bool = False
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_venv_bin("supervisorctl"), "-c", str(stack.dir / "supervisord.conf"), *args],
-        capture_output=True,
-        text=True,
-        check=check,
-    )
-
-
-def is_running(stack: Stack) -> bool:
-    if not stack.socket.exists():
-        return False
-    return supervisorctl(stack, "pid").stdout.strip().isdigit()
+# --- configuration and readiness ---------------------------------------------------------------
 
 
 def write_gateway_config(stack: Stack) -> Path:
@@ -455,7 +218,7 @@ def up(stack: Stack, *, detach: bool) -> None:
             (stack.dir / "prometheus" / service).mkdir(parents=True)
         log(f"starting {len(progs)} processes under supervisord")
         subprocess.run(
-            [_venv_bin("supervisord"), "-c", str(stack.dir / "supervisord.conf")],
+            [venv_bin("supervisord"), "-c", str(stack.dir / "supervisord.conf")],
             cwd=ROOT,
             env={**os.environ, **stack.env},
             check=True,
