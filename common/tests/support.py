@@ -44,6 +44,15 @@ def debit_command(
     )
 
 
+def funded_account(balance: int) -> uuid.UUID:
+    """An open account of a new customer, holding ``balance`` yen."""
+    from account.accounts.services import account_deposit, account_open
+
+    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
+    account_deposit(customer_id=customer_id, amount=balance)
+    return customer_id
+
+
 def put(*envelopes: Envelope) -> None:
     with transaction.atomic():
         outbox_put(*envelopes)

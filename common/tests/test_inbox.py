@@ -12,14 +12,13 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from account.accounts.models import Account, LedgerEntry
-from account.accounts.services import account_deposit, account_open
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
 from common.messaging.contract import CustomerRegistered
 from common.messaging.envelope import Envelope, new_event
 from common.outbox.models import OutboxMessage
-from common.tests.support import debit_command
+from common.tests.support import debit_command, funded_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,12 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def deliver(envelope: Envelope | str) -> str:
     raw = envelope if isinstance(envelope, str) else envelope.model_dump_json()
     return str(consume.apply(args=(raw,)).get())
-
-
-def funded_account(balance: int) -> uuid.UUID:
-    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=balance)
-    return customer_id
 
 
 def replies() -> list[OutboxMessage]:

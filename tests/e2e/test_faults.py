@@ -11,6 +11,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -102,18 +104,27 @@ def _reply_in_queue(broker: redis.Redis, reply_type: str, timeout_s: float = 20)
     raise AssertionError(f"no {reply_type} in the orchestrator queue")
 
 
-def test_a_lost_reply_is_recovered_by_the_deadline_sweep(
-    stack: Stack, gateway: httpx.Client, broker: redis.Redis
-) -> None:
-    cafe = Cafe(gateway)
+@contextmanager
+def first_reply_held(
+    stack: Stack, broker: redis.Redis, cafe: Cafe
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """With the orchestrator's worker stopped, start a checkout and hand over its first reply
+    as it sits in the orchestrator's queue; the worker starts again afterwards."""
     customer = cafe.customer(deposit=3000)
     stack.supervisorctl("stop", "orchestrator-worker")
     try:
         checkout = cafe.checkout(customer, [{"menu_item_id": 2, "quantity": 1}])
-        reply = _reply_in_queue(broker, "order.create_pending.reply")
-        assert broker.lrem("orchestrator", 0, reply) == 1  # the reply is lost
+        yield checkout, _reply_in_queue(broker, "order.create_pending.reply")
     finally:
         stack.supervisorctl("start", "orchestrator-worker")
+
+
+def test_a_lost_reply_is_recovered_by_the_deadline_sweep(
+    stack: Stack, gateway: httpx.Client, broker: redis.Redis
+) -> None:
+    cafe = Cafe(gateway)
+    with first_reply_held(stack, broker, cafe) as (checkout, reply):
+        assert broker.lrem("orchestrator", 0, reply) == 1  # the reply is lost
 
     done = cafe.wait(checkout, timeout_s=60)
 
@@ -126,14 +137,8 @@ def test_a_reply_delivered_twice_is_applied_once(
     stack: Stack, gateway: httpx.Client, broker: redis.Redis
 ) -> None:
     cafe = Cafe(gateway)
-    customer = cafe.customer(deposit=3000)
-    stack.supervisorctl("stop", "orchestrator-worker")
-    try:
-        checkout = cafe.checkout(customer, [{"menu_item_id": 3, "quantity": 1}])
-        reply = _reply_in_queue(broker, "order.create_pending.reply")
+    with first_reply_held(stack, broker, cafe) as (checkout, reply):
         broker.lpush("orchestrator", reply)  # the same message again
-    finally:
-        stack.supervisorctl("start", "orchestrator-worker")
 
     done = cafe.wait(checkout, timeout_s=60)
 

@@ -18,11 +18,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from account.accounts.models import Account, LedgerEntry
-from account.accounts.services import account_deposit, account_open
 from common.inbox.models import InboxMessage
 from common.outbox.models import OutboxMessage
 from common.tests.integration.conftest import Processes
-from common.tests.support import debit_command, put, queued, wait_until
+from common.tests.support import debit_command, funded_account, put, queued, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,8 +67,7 @@ def test_relay_killed_after_commit_before_publish_publishes_after_restart(
 def test_relay_killed_after_publish_before_marking_sent_delivers_twice_applies_once(
     processes: Processes, queue: redis.Redis
 ) -> None:
-    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=1000)
+    customer_id = funded_account(1000)
     command = debit_command(customer_id, 400)
     put(command)
 
@@ -206,8 +204,7 @@ def _pings(client: redis.Redis) -> bool:
 def test_a_pool_process_killed_mid_handler_is_redelivered_and_applied_once(
     processes: Processes, queue: redis.Redis
 ) -> None:
-    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=1000)
+    customer_id = funded_account(1000)
     command = debit_command(customer_id, 250)
     worker = processes.worker()
     child = psutil.Process(worker.pid).children()[0]
@@ -230,8 +227,7 @@ def test_a_pool_process_killed_mid_handler_is_redelivered_and_applied_once(
 def test_a_whole_worker_killed_mid_handler_is_redelivered_after_the_visibility_timeout(
     processes: Processes, queue: redis.Redis
 ) -> None:
-    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=1000)
+    customer_id = funded_account(1000)
     command = debit_command(customer_id, 100)
     short = {"CELERY_VISIBILITY_TIMEOUT": "3"}
     worker = processes.worker(extra_env=short)
@@ -252,8 +248,7 @@ def test_a_whole_worker_killed_mid_handler_is_redelivered_after_the_visibility_t
 def test_one_message_delivered_twice_at_once_to_two_workers_has_one_effect(
     processes: Processes, queue: redis.Redis
 ) -> None:
-    customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=1000)
+    customer_id = funded_account(1000)
     command = debit_command(customer_id, 300)
     processes.worker()
     processes.worker()
