@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from common.messaging.contract import Kind, Payload, Reply, message_type
-from common.messaging.envelope import Correlation, Envelope, new_command, new_event, new_reply
+from common.messaging.contract import Kind, Payload, message_type
+from common.messaging.envelope import Envelope, new_event
 from common.outbox.models import OutboxMessage
 
 INSERT_AND_NOTIFY = """
@@ -93,24 +93,8 @@ def outbox_put(
         cursor.execute(sql, params)
 
 
-def outbox_command(
-    type_name: str, payload: Payload, *, correlation: Correlation | None = None
-) -> Envelope:
-    envelope = new_command(
-        type_name, payload, source=settings.SERVICE_NAME, correlation=correlation
-    )
-    outbox_put(envelope)
-    return envelope
-
-
 def outbox_event(type_name: str, payload: Payload) -> Envelope:
     envelope = new_event(type_name, payload, source=settings.SERVICE_NAME)
-    outbox_put(envelope)
-    return envelope
-
-
-def outbox_reply(command: Envelope, reply: Reply) -> Envelope:
-    envelope = new_reply(command, reply, source=settings.SERVICE_NAME)
     outbox_put(envelope)
     return envelope
 

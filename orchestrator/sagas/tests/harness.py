@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.sagas import engine
-from orchestrator.sagas.engine import Policy, SagaDefinition, Send, State
+from orchestrator.sagas.engine import Policy, SagaDefinition, Send
 
 POLICY = Policy(max_attempts=2, fail_after=3, reply_timeout_s=1.0, backoff_cap_s=4.0)
 
@@ -70,6 +70,3 @@ class Given:
     @property
     def step_states(self) -> list[str]:
         return [s.value for s in self.state.steps]
-
-    def snapshot(self) -> State:
-        return self.state
