@@ -49,7 +49,14 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         raise ValueError(f"unknown service {service!r}")
     debug = env.bool("DEBUG", default=False)
     database = environ.Env.db_url_config(database_url(service, os.environ))
-    database.setdefault("OPTIONS", {})
+    # Server-side parameter binding lets psycopg prepare a statement once it has run a few
+    # times on a connection, so PostgreSQL skips parsing and planning the same few statements
+    # of the message path on every message (Django leaves both off by default, for poolers
+    # that cannot keep prepared statements: DB_PREPARED_STATEMENTS=false behind such a pooler).
+    prepared = env.bool("DB_PREPARED_STATEMENTS", default=True)
+    database.setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=2 if prepared else None
+    )
     database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     database["CONN_HEALTH_CHECKS"] = True
     redis_url = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
