@@ -39,7 +39,7 @@ def log_level() -> str:
 def worker_command(bindir: str, service: str) -> str:
     return (
         f"{bindir}/celery -A {service} worker --queues {service} --hostname {service}@%h "
-        f"--concurrency 2 --loglevel {log_level()} --without-gossip --without-mingle --task-events"
+        f"--loglevel {log_level()} --without-gossip --without-mingle --task-events"
     )
 
 

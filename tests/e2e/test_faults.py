@@ -38,7 +38,7 @@ def pid_of(stack: Stack, program: str) -> int:
 
 
 def kill9(stack: Stack, program: str) -> None:
-    """SIGKILL the program's whole process group (a Celery worker and its pool)."""
+    """SIGKILL the program's whole process group (with any children it has)."""
     os.killpg(os.getpgid(pid_of(stack, program)), signal.SIGKILL)
 
 

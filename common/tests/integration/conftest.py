@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 from django.conf import settings
@@ -58,9 +57,8 @@ class Processes:
         ]
         return self._start("relay", cmd, extra_env)
 
-    def worker(
-        self, *, concurrency: int = 1, extra_env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def worker(self, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        ready = self.logs / f"worker-{len(self.running)}.ready"
         cmd = [
             str(BIN / "celery"),
             "-A",
@@ -70,17 +68,15 @@ class Processes:
             "account",
             "--hostname",
             f"test{len(self.running)}@%h",
-            "--concurrency",
-            str(concurrency),
             "--loglevel",
             "INFO",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
         ]
-        process = self._start("worker", cmd, extra_env)
-        # Ready once every pool child exists.
-        wait_until(lambda: len(psutil.Process(process.pid).children()) >= concurrency, timeout_s=30)
+        process = self._start("worker", cmd, {**(extra_env or {}), "READY_FILE": str(ready)})
+        # Ready once it consumes (Celery's worker_ready signal writes the marker).
+        wait_until(ready.exists, timeout_s=30)
         return process
 
     @staticmethod
