@@ -35,6 +35,7 @@ def make_celery_app(service: str) -> Celery:
     broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app.conf.update(
         broker_url=broker_url,
+        broker_transport="common.messaging.broker:Transport",
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",
