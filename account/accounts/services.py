@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from account.accounts.models import Account, LedgerEntry, OrderPayment
 from common.api.errors import BusinessError, NotFoundError
-from common.transactions import use_case_atomic
+from common.transactions import locked, use_case_atomic
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ def account_open(*, customer_id: uuid.UUID) -> Account:
 
 
 def _locked_account(customer_id: uuid.UUID) -> Account:
-    account = Account.objects.select_for_update().filter(pk=customer_id).first()
+    account = locked(Account, customer_id)
     if account is None:
         raise NotFoundError("Account", customer_id)
     return account
@@ -56,7 +56,7 @@ def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -
     payment was refunded or voided is never charged."""
     with use_case_atomic():
         # The account row lock serialises every movement of this balance (and of its orders).
-        account = Account.objects.select_for_update().filter(pk=customer_id).first()
+        account = locked(Account, customer_id)
         payment = OrderPayment.objects.filter(pk=order_id).first()
         if payment is not None:
             if payment.state == OrderPayment.State.CHARGED and account is not None:
@@ -87,8 +87,8 @@ def account_refund(*, customer_id: uuid.UUID, order_id: uuid.UUID) -> Posted | N
     """Give back what the order was charged, once. With no charge yet, void the order so a
     late debit cannot charge it. Returns the refund entry, or None if nothing moved."""
     with use_case_atomic():
-        account = Account.objects.select_for_update().filter(pk=customer_id).first()
-        payment = OrderPayment.objects.select_for_update().filter(pk=order_id).first()
+        account = locked(Account, customer_id)
+        payment = locked(OrderPayment, order_id)
         if payment is None:
             OrderPayment.objects.create(
                 order_id=order_id,

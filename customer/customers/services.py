@@ -10,7 +10,7 @@ from django.utils import timezone
 from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import CustomerRegistered
 from common.outbox.services import outbox_event
-from common.transactions import use_case_atomic
+from common.transactions import locked, use_case_atomic
 from customer.customers.models import Customer
 
 
@@ -40,7 +40,7 @@ def customer_verify(*, customer_id: uuid.UUID) -> Customer:
     The row lock orders the check after (or before) a concurrent block, never in between.
     """
     with use_case_atomic():
-        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        customer = locked(Customer, customer_id)
         if customer is None:
             raise BusinessError(
                 "unknown_customer", f"Customer {customer_id} does not exist.", status=404
@@ -54,7 +54,7 @@ def customer_verify(*, customer_id: uuid.UUID) -> Customer:
 
 def _customer_set_status(*, customer_id: uuid.UUID, status: Customer.Status) -> Customer:
     with use_case_atomic():
-        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        customer = locked(Customer, customer_id)
         if customer is None:
             raise NotFoundError("Customer", customer_id)
         if customer.status != status:

@@ -19,7 +19,7 @@ from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import Reply
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
 from common.outbox.services import Also, outbox_put
-from common.transactions import use_case_atomic
+from common.transactions import locked, use_case_atomic
 from orchestrator.sagas import engine, metrics
 from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
 from orchestrator.sagas.engine import (
@@ -175,13 +175,6 @@ def _json(value: object) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
 
 
-def _locked(saga_id: uuid.UUID) -> Saga | None:
-    try:
-        return Saga.objects.select_for_update().get(pk=saga_id)
-    except Saga.DoesNotExist:
-        return None
-
-
 def saga_start(
     *,
     definition: SagaDefinition,
@@ -242,7 +235,7 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
     """A participant answered. Only the reply to the outstanding command moves the saga."""
     saga_id = message.correlation.saga_id
     with use_case_atomic():
-        saga = _locked(saga_id) if saga_id else None
+        saga = locked(Saga, saga_id) if saga_id else None
         if saga is None:
             raise InvalidMessage("unroutable", f"no saga {saga_id} for reply {message.id}")
         received = SagaEvent(
@@ -306,7 +299,7 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
     if action not in OPERATOR_ACTIONS:
         raise BusinessError("unknown_action", f"No operator action {action!r}.")
     with use_case_atomic():
-        saga = _locked(saga_id)
+        saga = locked(Saga, saga_id)
         if saga is None:
             raise NotFoundError("Saga", saga_id)
         try:

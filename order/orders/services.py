@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from common.api.errors import BusinessError
-from common.transactions import use_case_atomic
+from common.transactions import locked, use_case_atomic
 from order.orders.models import MenuItem, Order, OrderLine
 
 
@@ -64,7 +64,7 @@ def order_create_pending(
 
 
 def _locked(order_id: uuid.UUID) -> Order | None:
-    return Order.objects.select_for_update().filter(pk=order_id).first()
+    return locked(Order, order_id)
 
 
 def _move(
