@@ -29,6 +29,8 @@ import httpx
 import psycopg
 import redis
 
+from tests.bench import cpu
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT_BASE = 28000
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -44,6 +46,7 @@ ENV = {
 for _s in SERVICES:
     ENV.pop(f"{_s.upper()}_DATABASE_URL", None)
 URL = f"http://127.0.0.1:{PORT_BASE}"
+ORCHESTRATOR_DB = "postgresql://postgres@127.0.0.1:5432/bench_orchestrator"
 
 
 def say(message: str) -> None:
@@ -88,6 +91,7 @@ async def run_rate(
     sent: dict[str, float] = {}
     failures = 0
     interval = 1.0 / rate
+    cpu_before = cpu.snapshot(Path(ENV["STACK_DIR"]), "bench_")
     start = time.monotonic()
 
     async def one(n: int) -> None:
@@ -118,7 +122,10 @@ async def run_rate(
     await asyncio.gather(*tasks)
     offered_for = time.monotonic() - start
 
-    # Collect terminal states (poll each unfinished saga every half second; cheap for the system).
+    # Wait in the database (one cheap query) until every saga has ended, so that the CPU spent
+    # is that of the sagas alone; then read each saga's terminal state through the API.
+    await wait_until_ended(list(sent), time.monotonic() + 120)
+    cpu_after = cpu.snapshot(Path(ENV["STACK_DIR"]), "bench_")
     latencies: list[float] = []
     states: dict[str, int] = {}
     pending = dict(sent)
@@ -142,6 +149,7 @@ async def run_rate(
     completed = states.get("completed", 0)
     span = max(finished_last - first_post, offered_for)
     latencies.sort()
+    cpu_ms = cpu.per_unit(cpu_before, cpu_after, len(sent) - len(pending))
     return {
         "offered_per_s": rate,
         "submitted": len(sent),
@@ -154,7 +162,21 @@ async def run_rate(
         if latencies
         else None,
         "latency_ms_max": round(latencies[-1], 1) if latencies else None,
+        "cpu_ms_per_saga": cpu_ms,
     }
+
+
+async def wait_until_ended(saga_ids: list[str], deadline: float) -> None:
+    with psycopg.connect(ORCHESTRATOR_DB, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM sagas_saga WHERE id = ANY(%s::uuid[]) "
+                "AND state IN ('running', 'compensating')",
+                [saga_ids],
+            ).fetchone()
+            if not row or not row[0]:
+                return
+            await asyncio.sleep(0.1)
 
 
 def messages_per_saga(since: datetime, sagas: int) -> float:
@@ -184,8 +206,6 @@ def celery_noop_per_s(tasks: int = 5000) -> float:
             "bench_noop",
             "--hostname",
             "noop@%h",
-            "--concurrency",
-            "2",
             "--without-gossip",
             "--without-mingle",
             "--loglevel",
