@@ -9,7 +9,7 @@ database they serve (``<prefix><service>``).
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
@@ -44,10 +44,11 @@ def _program(proc: psutil.Process, supervisor_pid: int) -> str | None:
     return None
 
 
-def snapshot(stack_dir: Path, database_prefix: str) -> Counter[str]:
-    """CPU seconds (user + system) so far of each program of the stack, PostgreSQL and Redis."""
+def snapshot(stack_dir: Path, database_prefix: str) -> dict[tuple[str, int], float]:
+    """CPU seconds (user + system) so far of each process of the stack, PostgreSQL's and Redis's,
+    keyed by (program, pid): a process that starts between two snapshots counts whole."""
     supervisor_pid = int((stack_dir / "supervisord.pid").read_text().strip())
-    totals: Counter[str] = Counter()
+    totals: dict[tuple[str, int], float] = defaultdict(float)
     for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
         times = proc.info["cpu_times"]
         if times is None:
@@ -59,24 +60,28 @@ def snapshot(stack_dir: Path, database_prefix: str) -> Counter[str]:
             words = cmd.split()
             database = words[3] if len(words) > 3 else ""
             if database.startswith(database_prefix):
-                totals[f"postgres {database.removeprefix(database_prefix)}"] += seconds
+                program = f"postgres {database.removeprefix(database_prefix)}"
             else:
-                totals["postgres (background, other)"] += seconds
+                program = "postgres (background, other)"
         elif proc.info["name"] == "redis-server":
-            totals["redis"] += seconds
+            program = "redis"
         elif proc.pid == os.getpid():
-            totals["load generator"] += seconds
+            program = "load generator"
         else:
-            program = _program(proc, supervisor_pid)
-            if program:
-                totals[program] += seconds
+            program = _program(proc, supervisor_pid) or ""
+        if program:
+            totals[program, proc.pid] += seconds
     return totals
 
 
-def per_unit(before: Counter[str], after: Counter[str], units: int) -> dict[str, float]:
+def per_unit(
+    before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], units: int
+) -> dict[str, float]:
     """Milliseconds of CPU per unit of work in each program, largest first, with the total of
     the system's processes (the load generator is listed but not counted)."""
-    spent = {k: (after[k] - before.get(k, 0.0)) * 1000 / max(units, 1) for k in after}
+    spent: dict[str, float] = defaultdict(float)
+    for (program, pid), seconds in after.items():
+        spent[program] += (seconds - before.get((program, pid), 0.0)) * 1000 / max(units, 1)
     rows = {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0.005}
     rows["total"] = round(sum(v for k, v in spent.items() if k != "load generator"), 2)
     return rows
