@@ -57,7 +57,7 @@ def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -
     with use_case_atomic():
         # The account row lock serialises every movement of this balance (and of its orders).
         account = locked(Account, customer_id)
-        payment = OrderPayment.objects.filter(pk=order_id).first()
+        payment = locked(OrderPayment, order_id)
         if payment is not None:
             if payment.state == OrderPayment.State.CHARGED and account is not None:
                 entry = LedgerEntry.objects.get(order_id=order_id, kind=LedgerEntry.Kind.CHARGE)

@@ -80,13 +80,14 @@ def _steps_after(saga: Saga, state: engine.State, now: str) -> list[dict[str, An
 
 
 def _apply(
-    saga: Saga, outcome: Outcome, *, events: Sequence[SagaEvent] = (), new: bool = False
+    saga: Saga, outcome: Outcome, *, events: Sequence[dict[str, Any]] = (), new: bool = False
 ) -> None:
     """Persist a transition: the saga row, its history and the commands it sends, all in one
-    statement (the outbox insert with the saga's upsert and history joined to it)."""
+    statement (the outbox insert with the saga's upsert and history joined to it). ``events``
+    are history rows (SagaEvent's fields) that came before the transition."""
     state, actions = outcome
     now = timezone.now()
-    history = [_event_row(e) for e in events]
+    history = [dict(e) for e in events]
     commands: list[Envelope] = []
     for action in actions:
         if isinstance(action, Send):
@@ -160,17 +161,6 @@ FROM jsonb_populate_recordset(NULL::{SagaEvent._meta.db_table}, %s::jsonb)
 """  # noqa: S608
 
 
-def _event_row(event: SagaEvent) -> dict[str, Any]:
-    return {
-        "kind": event.kind,
-        "step": event.step,
-        "attempt": event.attempt,
-        "message_id": event.message_id,
-        "detail": event.detail,
-        "at": event.at,
-    }
-
-
 def _json(value: object) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
 
@@ -238,18 +228,21 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
         saga = locked(Saga, saga_id) if saga_id else None
         if saga is None:
             raise InvalidMessage("unroutable", f"no saga {saga_id} for reply {message.id}")
-        received = SagaEvent(
-            saga=saga,
-            kind="reply",
-            step=message.correlation.step or "",
-            attempt=message.correlation.attempt,
-            message_id=message.id,
-            detail={"ok": reply.ok, "reason": reply.reason, "result": reply.result},
-        )
+        received = {
+            "kind": "reply",
+            "step": message.correlation.step or "",
+            "attempt": message.correlation.attempt,
+            "message_id": message.id,
+            "detail": {"ok": reply.ok, "reason": reply.reason, "result": reply.result},
+            "at": timezone.now(),
+        }
         if message.correlation.in_reply_to != saga.outstanding_command_id:
-            received.kind = "stale_reply"
-            received.detail = {"in_reply_to": str(message.correlation.in_reply_to), "ok": reply.ok}
-            received.save()
+            received["kind"] = "stale_reply"
+            received["detail"] = {
+                "in_reply_to": str(message.correlation.in_reply_to),
+                "ok": reply.ok,
+            }
+            SagaEvent.objects.create(saga=saga, **received)
             return
         saga.outstanding_command_id = None
         outcome = engine.on_reply(
@@ -308,12 +301,12 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
             raise BusinessError(
                 "not_applicable", f"Cannot {action} saga {saga_id}: {exc}.", status=409
             ) from exc
-        acted = SagaEvent(
-            saga=saga,
-            kind="operator",
-            step=definition_of(saga).steps[saga.current_step].name,
-            detail={"action": action, "operator": operator},
-        )
+        acted = {
+            "kind": "operator",
+            "step": definition_of(saga).steps[saga.current_step].name,
+            "detail": {"action": action, "operator": operator},
+            "at": timezone.now(),
+        }
         saga.outstanding_command_id = None
         _apply(saga, outcome, events=[acted])
     return saga

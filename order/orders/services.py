@@ -33,7 +33,7 @@ def order_create_pending(
     customer can still see what was refused and why.
     """
     with use_case_atomic():
-        existing = Order.objects.filter(pk=order_id).first()
+        existing = locked(Order, order_id)
         if existing is not None:
             return existing
         menu = MenuItem.objects.in_bulk({line.menu_item_id for line in items})
