@@ -50,12 +50,17 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
     debug = env.bool("DEBUG", default=False)
     database = environ.Env.db_url_config(database_url(service, os.environ))
     # Server-side parameter binding lets psycopg prepare a statement once it has run a few
-    # times on a connection, so PostgreSQL skips parsing and planning the same few statements
-    # of the message path on every message (Django leaves both off by default, for poolers
-    # that cannot keep prepared statements: DB_PREPARED_STATEMENTS=false behind such a pooler).
+    # times on a connection, so PostgreSQL skips parsing the same few statements of the message
+    # path on every message (Django leaves both off by default, for poolers that cannot keep
+    # prepared statements: DB_PREPARED_STATEMENTS=false behind such a pooler). Each execution is
+    # still planned for its parameters and the table as it is now: a generic plan, cached when
+    # a connection first met a table, was a sequential scan of a then-empty outbox or saga table
+    # for the connection's lifetime, however large the table grew.
     prepared = env.bool("DB_PREPARED_STATEMENTS", default=True)
     database.setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=2 if prepared else None
+        server_side_binding=True,
+        prepare_threshold=2 if prepared else None,
+        options="-c plan_cache_mode=force_custom_plan",
     )
     database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     database["CONN_HEALTH_CHECKS"] = True

@@ -67,3 +67,44 @@ def test_locked_holds_the_row_until_the_transaction_ends() -> None:
         thread.start()
         thread.join(timeout=10)
     assert waited == [True]
+
+
+def _seq_scans_of(table: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = %s", [table])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_statement_prepared_while_its_table_was_small_is_planned_again_when_it_has_grown() -> (
+    None
+):
+    """With PostgreSQL's default plan cache mode a prepared statement soon runs a generic plan,
+    kept for the connection's life: for a table of a few rows, a sequential scan — then still
+    used on a table of thousands (no ANALYZE when autovacuum is off, as on this machine)."""
+    table = OutboxMessage._meta.db_table
+
+    def add(rows: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (message_id, type, destination, envelope, status, attempts,
+                                     available_at, created_at, last_error)
+                SELECT gen_random_uuid(), 't', 'q', '{{}}'::jsonb, 'sent', 1, now(), now(), ''
+                FROM generate_series(1, %s)
+                """,  # noqa: S608 — our table
+                [rows],
+            )
+
+    add(5)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    with transaction.atomic():
+        for pk in range(1, 21):  # prepared after two runs, a generic plan offered after five
+            locked(OutboxMessage, pk)
+    add(20_000)
+    with transaction.atomic():
+        before = _seq_scans_of(table)
+        for pk in range(1, 21):
+            locked(OutboxMessage, pk)
+        assert _seq_scans_of(table) == before
