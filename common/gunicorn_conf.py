@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gunicorn import glogging
+
+from common.api.request_id import ENVIRON_KEY
+
 # `h` is REMOTE_ADDR after common.api.request_id has set it to the client (gunicorn reads the
 # environ after the response); the request id joins the line to the gateway's and Django's.
 access_log_format = (
@@ -19,3 +23,32 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, building only the atoms ``access_log_format`` uses. gunicorn's own
+    ``atoms`` makes one for every request header, response header and WSGI environ key of every
+    request, then escapes them all: that was 0.5 ms of CPU per request, a third of a simple GET."""
+
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+    ) -> dict[str, Any]:
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        forwarded = next((v for k, v in req.headers if k == "X-FORWARDED-FOR"), "-")
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "t": self.now(),
+            "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+            "s": status,
+            "b": str(sent) if sent is not None else "-",
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            "a": environ.get("HTTP_USER_AGENT", "-"),
+            "{request_id}e": environ.get(ENVIRON_KEY, "-"),
+            "{x-forwarded-for}i": forwarded,
+        }
+
+
+logger_class = Logger

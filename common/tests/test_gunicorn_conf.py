@@ -1,0 +1,34 @@
+"""The web processes' access log: every atom of its format comes from the lean logger."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from types import SimpleNamespace
+
+from gunicorn.config import Config
+from gunicorn.glogging import SafeAtoms
+
+from common import gunicorn_conf
+
+
+def test_the_lean_logger_fills_every_atom_of_the_access_log_format() -> None:
+    logger = gunicorn_conf.Logger(Config())
+    response = SimpleNamespace(status="202 Accepted", sent=311, headers=[])
+    request = SimpleNamespace(headers=[("HOST", "svc"), ("X-FORWARDED-FOR", "203.0.113.9")])
+    environ = {
+        "REMOTE_ADDR": "203.0.113.9",
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": "/api/v1/checkouts",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_USER_AGENT": "curl/8",
+        "REQUEST_ID": "abc123",
+    }
+    atoms = logger.atoms(response, request, environ, timedelta(milliseconds=12))
+
+    used = re.findall(r"%\((.+?)\)s", gunicorn_conf.access_log_format)
+    assert used and all(name in atoms for name in used), set(used) - set(atoms)
+    line = gunicorn_conf.access_log_format % SafeAtoms(atoms)
+    assert line.startswith("203.0.113.9 [")
+    assert '"POST /api/v1/checkouts HTTP/1.1" 202 311 12ms request_id=abc123' in line
+    assert line.endswith('forwarded_for="203.0.113.9" "curl/8"')
