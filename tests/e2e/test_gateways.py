@@ -191,3 +191,41 @@ def test_flower_sees_the_workers_of_every_service(stack: Stack, edge: httpx.Clie
         time.sleep(0.2)
 
     assert services == set(SERVICES)
+
+
+def test_flower_shows_every_command_of_a_saga_handled_by_its_service(
+    stack: Stack, edge: httpx.Client
+) -> None:
+    login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
+    cafe = Cafe(edge)
+    item = edge.get("/api/v1/menu").json()[0]
+    customer = cafe.customer(deposit=item["price"])
+    done = cafe.wait(cafe.checkout(customer, [{"menu_item_id": item["id"], "quantity": 1}]))
+    with psycopg.connect(PG_DSN, dbname=f"{DB_PREFIX}orchestrator") as conn:
+        commands = conn.execute(
+            "SELECT message_id::text, type, destination FROM outbox_message "
+            "WHERE envelope->'correlation'->>'saga_id' = %s",
+            (done["id"],),
+        ).fetchall()
+    assert {type_ for _, type_, _ in commands} == {
+        "order.create_pending",
+        "customer.verify",
+        "account.debit",
+        "order.approve",
+    }
+
+    # Each message is one inbox.consume task whose id is the message id; the workers send no
+    # task-started event (solo pool), so a task goes from received to succeeded in Flower.
+    for message_id, type_, destination in commands:
+        deadline = time.monotonic() + 10
+        while True:
+            response = edge.get(f"/flower/api/task/info/{message_id}", auth=login)
+            if response.status_code == 200 and response.json()["state"] == "SUCCESS":
+                break
+            assert time.monotonic() < deadline, (type_, response.status_code, response.text)
+            time.sleep(0.2)
+        task = response.json()
+        assert task["name"] == "inbox.consume"
+        assert task["worker"].startswith(f"{destination}@")
+        assert task["received"] and task["succeeded"] and task["runtime"] is not None
+        assert type_ in task["args"]
