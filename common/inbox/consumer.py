@@ -7,9 +7,7 @@ goes on consuming and nothing vanishes unseen.
 
 It also sends task events (for Flower) in batches: Celery publishes the buffered events at
 every turn of its loop, one PUBLISH round trip each time, which cost about half of a worker's
-main process under load. And it leaves out ``task-started``: in the solo pool a task starts the
-moment it is received, so that event told Flower nothing ``task-received`` had not, and each
-event costs the worker and Flower CPU (Flower about 0.1 ms per event).
+main process under load (which events are sent at all: ``common.messaging.events``).
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.app.events import Events
-from celery.events.dispatcher import EventDispatcher
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
@@ -28,20 +24,6 @@ from common.inbox.services import dead_letter_record
 logger = logging.getLogger(__name__)
 
 EVENT_FLUSH_EVERY_S = 0.1
-UNSENT_EVENTS = frozenset({"task-started"})
-
-
-class WorkerEventDispatcher(EventDispatcher):
-    def send(self, type: str, *args: Any, **fields: Any) -> Any:
-        if type in UNSENT_EVENTS:
-            return None
-        return super().send(type, *args, **fields)
-
-
-class WorkerEvents(Events):
-    """The app's events, with the dispatcher above (``Celery(events=…)``)."""
-
-    dispatcher_cls = "common.inbox.consumer:WorkerEventDispatcher"
 
 
 class DeadLetteringConsumer(Consumer):

@@ -31,7 +31,7 @@ def make_celery_app(service: str) -> Celery:
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{service}.settings")
-    app = Celery(service, events="common.inbox.consumer:WorkerEvents")
+    app = Celery(service, events="common.messaging.events:ServiceEvents")
     broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app.conf.update(
         broker_url=broker_url,
