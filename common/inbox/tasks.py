@@ -34,53 +34,89 @@ def _retry_delay(retries: int) -> float:
 
 @shared_task(name=CONSUME_TASK, bind=True, acks_late=True, max_retries=None)
 def consume(self: Task, *args: Any, **kwargs: Any) -> str:
-    well_formed = len(args) == 1 and not kwargs and isinstance(args[0], str)
-    raw = args[0] if well_formed else json.dumps({"args": args, "kwargs": kwargs}, default=repr)
+    """Handle the envelopes this message carries (one, or a few the relay sent together), each
+    in its own transaction and each exactly once. Those that failed for a transient reason are
+    sent again together, later; the others are done, handled or dead-lettered."""
+    well_formed = bool(args) and not kwargs and all(isinstance(arg, str) for arg in args)
+    if not well_formed:
+        raw = json.dumps({"args": args, "kwargs": kwargs}, default=repr)
+        try:
+            dead_letter_record(
+                reason="invalid_envelope",
+                error="inbox.consume takes envelopes as JSON strings",
+                raw_body=raw,
+                message_id=str(self.request.id),
+            )
+        except DatabaseError as exc:
+            raise self.retry(exc=exc, countdown=_retry_delay(min(self.request.retries, 6))) from exc
+        return "dead"
+    outcomes: list[str] = []
+    again: list[str] = []
+    error: Exception | None = None
+    for raw in args:
+        try:
+            try:
+                outcomes.append(_consume_one(raw, str(self.request.id)))
+            except _Transient as failed:
+                if self.request.retries < settings.INBOX_MAX_RETRIES:
+                    again, error = [*again, raw], failed.error
+                else:
+                    outcomes.append(_dead_handler_error(raw, failed))
+        except DatabaseError as exc:  # not even the dead-letter table: keep it for later
+            again, error = [*again, raw], exc
+    if error is not None:
+        raise self.retry(
+            args=tuple(again), exc=error, countdown=_retry_delay(min(self.request.retries, 6))
+        ) from error
+    return ",".join(outcomes)
+
+
+class _Transient(Exception):
+    def __init__(self, envelope: Any, error: Exception) -> None:
+        self.envelope, self.error = envelope, error
+
+
+def _consume_one(raw: str, task_id: str) -> str:
     try:
-        try:
-            if not well_formed:
-                raise InvalidMessage("invalid_envelope", "inbox.consume takes one JSON string")
-            envelope, payload = decode(raw)
-        except InvalidMessage as exc:
-            dead_letter_record(
-                reason=exc.reason, error=exc.detail, raw_body=raw, message_id=str(self.request.id)
-            )
-            return "dead"
-        handler = service_handlers().get(envelope.type)
-        if handler is None:
-            dead_letter_record(
-                reason=DeadLetter.Reason.NO_HANDLER,
-                error=f"{settings.SERVICE_NAME} has no handler for {envelope.type}",
-                raw_body=raw,
-                message_id=str(envelope.id),
-                type_name=envelope.type,
-            )
-            return "dead"
-        try:
-            return "handled" if inbox_handle(envelope, payload, handler) else "duplicate"
-        except InvalidMessage as exc:  # the handler found it can never apply
-            dead_letter_record(
-                reason=exc.reason,
-                error=exc.detail,
-                raw_body=raw,
-                message_id=str(envelope.id),
-                type_name=envelope.type,
-            )
-            return "dead"
-        except Exception as exc:
-            if self.request.retries < settings.INBOX_MAX_RETRIES:
-                raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
-            dead_letter_record(
-                reason=DeadLetter.Reason.HANDLER_ERROR,
-                error="".join(traceback.format_exception(exc)),
-                raw_body=raw,
-                message_id=str(envelope.id),
-                type_name=envelope.type,
-            )
-            return "dead"
-    except DatabaseError as exc:
-        # Not even the dead-letter table is reachable: keep the message, try again later.
-        raise self.retry(exc=exc, countdown=_retry_delay(min(self.request.retries, 6))) from exc
+        envelope, payload = decode(raw)
+    except InvalidMessage as exc:
+        dead_letter_record(reason=exc.reason, error=exc.detail, raw_body=raw, message_id=task_id)
+        return "dead"
+    handler = service_handlers().get(envelope.type)
+    if handler is None:
+        dead_letter_record(
+            reason=DeadLetter.Reason.NO_HANDLER,
+            error=f"{settings.SERVICE_NAME} has no handler for {envelope.type}",
+            raw_body=raw,
+            message_id=str(envelope.id),
+            type_name=envelope.type,
+        )
+        return "dead"
+    try:
+        return "handled" if inbox_handle(envelope, payload, handler) else "duplicate"
+    except InvalidMessage as exc:  # the handler found it can never apply
+        invalid = exc
+    except Exception as exc:  # database errors of the handler included: retried, then parked
+        raise _Transient(envelope, exc) from exc
+    dead_letter_record(
+        reason=invalid.reason,
+        error=invalid.detail,
+        raw_body=raw,
+        message_id=str(envelope.id),
+        type_name=envelope.type,
+    )
+    return "dead"
+
+
+def _dead_handler_error(raw: str, transient: _Transient) -> str:
+    dead_letter_record(
+        reason=DeadLetter.Reason.HANDLER_ERROR,
+        error="".join(traceback.format_exception(transient.error)),
+        raw_body=raw,
+        message_id=str(transient.envelope.id),
+        type_name=transient.envelope.type,
+    )
+    return "dead"
 
 
 @shared_task(name="housekeeping.prune", acks_late=True)

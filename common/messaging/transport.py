@@ -22,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 CONSUME_TASK: Final = "inbox.consume"
+# At most this many envelopes in one task message: a worker handles them one after another.
+ENVELOPES_PER_TASK: Final = 20
 
 
 @dataclass(frozen=True)
@@ -59,34 +61,53 @@ class Publisher:
         self._headers: dict[str, Any] = template.headers
         self._properties: dict[str, Any] = template.properties
         self._embed: dict[str, Any] = template.body[2]
+        # Whether the last publish found messages already waiting on one of its queues.
+        self.backlogged = False
 
-    def encode(self, message: Outgoing) -> str:
+    def encode(self, messages: Sequence[Outgoing]) -> str:
+        """One task message carrying these envelopes (all for one queue), in order. Its id is
+        the first envelope's; its argsrepr names every envelope, so Flower finds each one."""
+        first = messages[0]
         headers = {
             **self._headers,
-            "id": message.message_id,
-            "root_id": message.message_id,
-            "argsrepr": f"<{message.type} {message.message_id}>",
+            "id": first.message_id,
+            "root_id": first.message_id,
+            "argsrepr": " ".join(f"<{m.type} {m.message_id}>" for m in messages),
         }
         return kombu_redis_payload(
-            body=json.dumps([[message.envelope_json], {}, self._embed]),
+            body=json.dumps([[m.envelope_json for m in messages], {}, self._embed]),
             headers=headers,
-            properties={**self._properties, "correlation_id": message.message_id},
-            queue=message.queue,
+            properties={**self._properties, "correlation_id": first.message_id},
+            queue=first.queue,
         )
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         """Push every message, one LPUSH per queue in one round trip, keeping their order.
+        Envelopes for the same queue travel together, up to ``ENVELOPES_PER_TASK`` in one task
+        message: a worker pays Celery's cost per task message, not per envelope.
 
         Raises ``redis.RedisError`` if Redis fails; then some may have been pushed and will be
         pushed again (at-least-once).
         """
-        by_queue: dict[str, list[str]] = {}
+        grouped: dict[str, list[Outgoing]] = {}
         for message in messages:
-            by_queue.setdefault(message.queue, []).append(self.encode(message))
+            grouped.setdefault(message.queue, []).append(message)
+        by_queue = {
+            queue: [
+                self.encode(group[i : i + ENVELOPES_PER_TASK])
+                for i in range(0, len(group), ENVELOPES_PER_TASK)
+            ]
+            for queue, group in grouped.items()
+        }
         pipe = self.redis.pipeline(transaction=False)
         for queue, payloads in by_queue.items():
             pipe.lpush(queue, *payloads)  # consumers pop from the other end: first in, first out
-        pipe.execute()
+        lengths = pipe.execute()
+        # LPUSH answers the queue's length: more than was pushed means its workers are behind.
+        self.backlogged = any(
+            length > len(payloads)
+            for length, payloads in zip(lengths, by_queue.values(), strict=True)
+        )
 
     def close(self) -> None:
         self.redis.close()

@@ -181,6 +181,7 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
     interval = poll_interval_s if poll_interval_s is not None else settings.OUTBOX_POLL_INTERVAL
     wakeup = Wakeup(notify_channel(settings.SERVICE_NAME))
     failures = 0
+    linger_s = settings.OUTBOX_LINGER_MS / 1000
     logger.info("relay started: batch %s, poll every %.1fs", relay.batch_size, interval)
     wakeup.wait(0)  # LISTEN before the first batch, so no commit after it goes unnoticed
     mark_ready()
@@ -207,7 +208,11 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
                 continue  # a full batch: more are likely waiting
             # Every commit that wrote rows has notified us (notifications queue up while we
             # publish), so a short batch means we can wait instead of claiming an empty one.
-            wakeup.wait(interval)
+            if wakeup.wait(interval) and linger_s and relay.publisher.backlogged:
+                # The workers are behind: what we publish now would wait behind their backlog
+                # anyway. Let more commits land first, so that each queue's envelopes travel
+                # together in one task message and cost its worker one task, not several.
+                stop.wait(linger_s)
     finally:
         wakeup.close()
         relay.publisher.close()

@@ -179,6 +179,7 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "MESSAGE_HANDLERS": handlers,
         "OUTBOX_BATCH_SIZE": env.int("OUTBOX_BATCH_SIZE", default=500),
         "OUTBOX_POLL_INTERVAL": env.float("OUTBOX_POLL_INTERVAL", default=1.0),
+        "OUTBOX_LINGER_MS": env.float("OUTBOX_LINGER_MS", default=20.0),
         "OUTBOX_MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=12),
         "OUTBOX_RETENTION_HOURS": env.float("OUTBOX_RETENTION_HOURS", default=24.0),
         "INBOX_RETENTION_HOURS": env.float("INBOX_RETENTION_HOURS", default=24.0 * 7),

@@ -23,12 +23,13 @@ def broker() -> redis.Redis:
 
 
 def queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
-    """The envelopes waiting in a queue, oldest first (kombu pushes left, pops right)."""
+    """The envelopes waiting in a queue, oldest first (kombu pushes left, pops right; a task
+    message carries one or more envelopes)."""
     envelopes = []
     for item in reversed(client.lrange(queue, 0, -1)):
         message = json.loads(item)
         args, _, _ = json.loads(base64.b64decode(message["body"]))
-        envelopes.append(json.loads(args[0]))
+        envelopes += [json.loads(arg) for arg in args]
     return envelopes
 
 

@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from account.accounts.handlers import HANDLERS as ACCOUNT_HANDLERS
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_retry, inbox_prune
@@ -181,3 +182,33 @@ def test_a_body_postgresql_cannot_store_as_text_is_kept_as_base64() -> None:
 
     letter = DeadLetter.objects.get()
     assert letter.raw_body.startswith("base64:")
+
+
+def debit_unless_13(message: Envelope, payload: Any) -> Any:
+    if payload.amount == 13:
+        raise RuntimeError("13 is unlucky")
+    return ACCOUNT_HANDLERS["account.debit"](message, payload)
+
+
+def test_a_task_message_with_several_envelopes_applies_each_once_and_retries_only_the_failed(
+    settings: SettingsWrapper,
+) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.UNLUCKY_HANDLERS"
+    settings.INBOX_MAX_RETRIES = 2
+    first, second = funded_account(1000), funded_account(1000)
+    unlucky = debit_command(uuid.uuid4(), 13)
+    batch = [debit_command(first, 100), unlucky, debit_command(second, 200)]
+
+    consume.apply(args=tuple(e.model_dump_json() for e in batch)).get()
+
+    assert Account.objects.get(pk=first).balance == 900
+    assert Account.objects.get(pk=second).balance == 800
+    assert LedgerEntry.objects.filter(kind="charge").count() == 2
+    assert InboxMessage.objects.count() == 2
+    assert len(replies()) == 2
+    letter = DeadLetter.objects.get()  # retried alone, then parked
+    assert (letter.reason, letter.message_id) == ("handler_error", str(unlucky.id))
+    assert "13 is unlucky" in letter.error
+
+
+UNLUCKY_HANDLERS = {**ACCOUNT_HANDLERS, "account.debit": debit_unless_13}

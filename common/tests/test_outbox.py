@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from common.messaging.contract import CustomerRegistered
 from common.messaging.envelope import new_event
-from common.messaging.transport import Publisher
+from common.messaging.transport import ENVELOPES_PER_TASK, Outgoing, Publisher
 from common.outbox.models import OutboxMessage
 from common.outbox.relay import PublishFailed, Relay, Wakeup
 from common.outbox.services import (
@@ -191,3 +192,30 @@ def test_housekeeping_prunes_every_service_from_the_orchestrators_beat() -> None
     assert {entry["task"] for entry in schedule.values()} == {"housekeeping.prune"}
     assert result["outbox"] == 1
     assert OutboxMessage.objects.count() == 0
+
+
+def test_a_queues_envelopes_travel_together_in_order_and_a_backlog_is_noticed(
+    clean_broker: redis.Redis,
+) -> None:
+    publisher = Publisher(current_app)
+    outgoing = [
+        Outgoing(
+            queue="order" if n % 5 == 0 else "account",
+            message_id=str(uuid.uuid4()),
+            type="t",
+            envelope_json=json.dumps({"id": str(n)}),
+        )
+        for n in range(ENVELOPES_PER_TASK + 10)
+    ]
+
+    publisher.publish(outgoing)
+    assert not publisher.backlogged  # both queues were empty
+
+    account = [o for o in outgoing if o.queue == "account"]
+    assert clean_broker.llen("account") == 2  # 24 envelopes: 20, then 4
+    assert [e["id"] for e in queued(clean_broker, "account")] == [
+        json.loads(o.envelope_json)["id"] for o in account
+    ]
+    assert clean_broker.llen("order") == 1
+    publisher.publish(outgoing[:1])
+    assert publisher.backlogged  # the order queue still held what its worker had not taken

@@ -38,9 +38,14 @@ def raw_message(*, body: bytes, content_type: str, task: str = "inbox.consume") 
 
 def celery_message(envelope_json: str) -> str:
     return Publisher(current_app).encode(
-        Outgoing(
-            queue="account", message_id=str(uuid.uuid4()), type="x", envelope_json=envelope_json
-        )
+        [
+            Outgoing(
+                queue="account",
+                message_id=str(uuid.uuid4()),
+                type="x",
+                envelope_json=envelope_json,
+            )
+        ]
     )
 
 
