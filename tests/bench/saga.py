@@ -311,7 +311,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="10,20,30,40,45,50")
+    parser.add_argument("--rates", default="10,20,30,40,50,53,56")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
         "--plot", default=str(ROOT / "tests" / "bench" / "results" / "bench-saga.png")
