@@ -59,11 +59,13 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
                 outcomes.append(_consume_one(raw, str(self.request.id)))
             except _Transient as failed:
                 if self.request.retries < settings.INBOX_MAX_RETRIES:
-                    again, error = [*again, raw], failed.error
+                    again.append(raw)
+                    error = failed.error
                 else:
                     outcomes.append(_dead_handler_error(raw, failed))
         except DatabaseError as exc:  # not even the dead-letter table: keep it for later
-            again, error = [*again, raw], exc
+            again.append(raw)
+            error = exc
     if error is not None:
         raise self.retry(
             args=tuple(again), exc=error, countdown=_retry_delay(min(self.request.retries, 6))

@@ -13,8 +13,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from common.messaging.contract import AccountMovement
-from common.messaging.envelope import Correlation, Envelope, new_command
+from common.messaging.contract import AccountMovement, CustomerRegistered
+from common.messaging.envelope import Correlation, Envelope, new_command, new_event
 from common.outbox.services import outbox_put
 
 
@@ -42,6 +42,17 @@ def debit_command(
         AccountMovement(customer_id=customer_id, order_id=order_id or uuid.uuid4(), amount=amount),
         source="orchestrator",
         correlation=Correlation(saga_id=uuid.uuid4(), step="debit", attempt=1),
+    )
+
+
+def registered_event(customer_id: uuid.UUID | None = None, name: str = "Ann") -> Envelope:
+    """A customer.registered event, as the customer service sends it."""
+    return new_event(
+        "customer.registered",
+        CustomerRegistered(
+            customer_id=customer_id or uuid.uuid4(), name=name, email=f"{name.lower()}@example.com"
+        ),
+        source="customer",
     )
 
 

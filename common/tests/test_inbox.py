@@ -16,10 +16,9 @@ from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
-from common.messaging.contract import CustomerRegistered
-from common.messaging.envelope import Envelope, new_event
+from common.messaging.envelope import Envelope
 from common.outbox.models import OutboxMessage
-from common.tests.support import debit_command, funded_account
+from common.tests.support import debit_command, funded_account, registered_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,11 +80,7 @@ def test_the_same_order_is_charged_once_even_under_a_new_message_id() -> None:
 
 def test_customer_registered_opens_the_account_once() -> None:
     customer_id = uuid.uuid4()
-    event = new_event(
-        "customer.registered",
-        CustomerRegistered(customer_id=customer_id, name="A", email="a@example.com"),
-        source="customer",
-    )
+    event = registered_event(customer_id)
 
     assert [deliver(event), deliver(event)] == ["handled", "duplicate"]
     assert Account.objects.get(pk=customer_id).balance == 0

@@ -15,8 +15,6 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from common.messaging.contract import CustomerRegistered
-from common.messaging.envelope import new_event
 from common.messaging.transport import ENVELOPES_PER_TASK, Outgoing, Publisher
 from common.outbox.models import OutboxMessage
 from common.outbox.relay import PublishFailed, Relay, Wakeup
@@ -27,7 +25,7 @@ from common.outbox.services import (
     outbox_put,
     outbox_requeue,
 )
-from common.tests.support import broker, debit_command, put, queued
+from common.tests.support import broker, debit_command, put, queued, registered_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,11 +82,7 @@ def test_committed_rows_are_published_in_order_and_marked_sent(
 
 
 def test_an_event_goes_to_every_subscriber() -> None:
-    event = new_event(
-        "customer.registered",
-        CustomerRegistered(customer_id=uuid.uuid4(), name="A", email="a@example.com"),
-        source="customer",
-    )
+    event = registered_event()
 
     put(event)
 

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 
-from common.messaging.contract import CustomerRegistered
-from common.messaging.envelope import new_event
 from common.outbox.models import OutboxMessage
-from common.tests.support import put
+from common.tests.support import put, registered_event
 from common.transactions import locked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def a_row() -> OutboxMessage:
-    event = new_event(
-        "customer.registered",
-        CustomerRegistered(customer_id=uuid.uuid4(), name="Ann", email="a@example.com"),
-        source="customer",
-    )
+    event = registered_event()
     put(event)
     return OutboxMessage.objects.get(message_id=event.id)
 

@@ -13,11 +13,9 @@ from celery import current_app
 
 from account.accounts.models import Account
 from common.inbox.models import DeadLetter
-from common.messaging.contract import CustomerRegistered
-from common.messaging.envelope import new_event
 from common.messaging.transport import Outgoing, Publisher, kombu_redis_payload
 from common.tests.integration.conftest import Processes
-from common.tests.support import debit_command, wait_until
+from common.tests.support import debit_command, registered_event, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,11 +52,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_consuming(
 ) -> None:
     good = debit_command(uuid.uuid4(), 1).model_dump(mode="json")
     customer_id = uuid.uuid4()
-    valid = new_event(
-        "customer.registered",
-        CustomerRegistered(customer_id=customer_id, name="After", email="after@example.com"),
-        source="customer",
-    )
+    valid = registered_event(customer_id, name="After")
     poison = [
         raw_message(body=b"{this is not json", content_type="application/json"),
         raw_message(body=pickle.dumps(([], {}, {})), content_type="application/x-python-serialize"),
