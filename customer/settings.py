@@ -4,6 +4,8 @@ from common.settings import service_settings
 
 globals().update(
     service_settings(
-        "customer", apps=["customer.customers"], handlers="customer.customers.handlers.HANDLERS"
+        "customer",
+        apps=["customer.customers", "django_ratelimit"],
+        handlers="customer.customers.handlers.HANDLERS",
     )
 )

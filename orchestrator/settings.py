@@ -17,3 +17,5 @@ SAGA_MAX_ATTEMPTS = env.int("SAGA_MAX_ATTEMPTS", default=4)
 # Tries of a compensation or post-pivot step before the saga waits for an operator.
 SAGA_FAIL_AFTER = env.int("SAGA_FAIL_AFTER", default=10)
 SAGA_SWEEP_EVERY_S = env.float("SAGA_SWEEP_EVERY_S", default=1.0)
+# Checkouts and cancellations one customer may have running at once (beyond: 429 too_many_sagas).
+SAGAS_IN_FLIGHT_PER_CUSTOMER = env.int("SAGAS_IN_FLIGHT_PER_CUSTOMER", default=20)

@@ -15,6 +15,7 @@ from account.accounts.selectors import account_get, entry_list
 from account.accounts.services import account_deposit
 from common.api.pagination import Pagination
 from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
+from common.auth.drf import actor
 from common.idempotency.views import idempotent
 
 MAX_DEPOSIT = 1_000_000_000
@@ -35,7 +36,8 @@ class EntryOutputSerializer(serializers.ModelSerializer[LedgerEntry]):
 class AccountDetailApi(APIView):
     @extend_schema(responses={200: AccountOutputSerializer, **PROBLEM_RESPONSES})
     def get(self, request: Request, customer_id: uuid.UUID) -> Response:
-        return Response(AccountOutputSerializer(account_get(customer_id=customer_id)).data)
+        account = account_get(actor=actor(request), customer_id=customer_id)
+        return Response(AccountOutputSerializer(account).data)
 
 
 class DepositApi(APIView):
@@ -58,7 +60,9 @@ class DepositApi(APIView):
     def post(self, request: Request, customer_id: uuid.UUID) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        posted = account_deposit(customer_id=customer_id, amount=data.validated_data["amount"])
+        posted = account_deposit(
+            actor=actor(request), customer_id=customer_id, amount=data.validated_data["amount"]
+        )
         body = {
             "entry_id": posted.entry.id,
             "customer_id": customer_id,
@@ -72,5 +76,6 @@ class EntryListApi(APIView):
     @extend_schema(responses={200: EntryOutputSerializer(many=True), **PROBLEM_RESPONSES})
     def get(self, request: Request, customer_id: uuid.UUID) -> Response:
         paginator = Pagination()
-        page = paginator.paginate_queryset(entry_list(customer_id=customer_id), request, view=self)
+        entries = entry_list(actor=actor(request), customer_id=customer_id)
+        page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(EntryOutputSerializer(page, many=True).data)

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from account.accounts.models import Account, LedgerEntry, OrderPayment
 from common.api.errors import BusinessError, NotFoundError
+from common.auth.principal import Principal
 from common.transactions import locked, use_case_atomic
 
 
@@ -45,7 +46,9 @@ def _post(
     return Posted(entry=entry, balance=account.balance)
 
 
-def account_deposit(*, customer_id: uuid.UUID, amount: int) -> Posted:
+def account_deposit(*, actor: Principal, customer_id: uuid.UUID, amount: int) -> Posted:
+    """Money in: into one's own account, or any account by an operator."""
+    actor.require_owner(customer_id, what="Account", ident=customer_id)
     with use_case_atomic():
         account = _locked_account(customer_id)
         return _post(account, kind=LedgerEntry.Kind.DEPOSIT, amount=amount, order_id=None)

@@ -9,7 +9,6 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -20,11 +19,21 @@ class BusinessError(Exception):
     Use-cases raise it; the API layer renders it. Nothing else decides how failures look.
     """
 
-    def __init__(self, code: str, detail: str, *, status: int = 400, **extra: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        status: int = 400,
+        retry_after_s: int | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.status = status
+        # Sent as Retry-After: when a refused request (429, 503) may be tried again.
+        self.retry_after_s = retry_after_s
         self.extra = extra
 
 
@@ -57,14 +66,19 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
     exceptions.MethodNotAllowed: "method_not_allowed",
     exceptions.NotFound: "not_found",
     exceptions.Throttled: "rate_limited",
+    # DESIGN.md §7: a missing token and a bad one are both "not_authenticated".
     exceptions.NotAuthenticated: "not_authenticated",
-    exceptions.AuthenticationFailed: "authentication_failed",
-    exceptions.PermissionDenied: "permission_denied",
+    exceptions.AuthenticationFailed: "not_authenticated",
+    exceptions.PermissionDenied: "forbidden",
 }
 
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every expected error becomes problem+json."""
+    # Imported here: DRF's settings import the authentication classes, which raise these errors,
+    # while rest_framework.views is still loading.
+    from rest_framework.views import set_rollback
+
     response = _to_problem(exc)
     if response is not None:
         set_rollback()
@@ -76,13 +90,16 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
 
 def _to_problem(exc: Exception) -> Response | None:
     if isinstance(exc, BusinessError):
-        return problem_response(exc.status, exc.code, exc.detail, **exc.extra)
+        response = problem_response(exc.status, exc.code, exc.detail, **exc.extra)
+        if exc.retry_after_s is not None:
+            response["Retry-After"] = str(exc.retry_after_s)
+        return response
     if isinstance(exc, Http404):
         return problem_response(404, "not_found", "Not found.")
     if isinstance(exc, RequestDataTooBig):
         return problem_response(413, "payload_too_large", "Request body is too large.")
     if isinstance(exc, PermissionDenied):
-        return problem_response(403, "permission_denied", "Permission denied.")
+        return problem_response(403, "forbidden", "Permission denied.")
     if isinstance(exc, exceptions.ValidationError):
         return problem_response(
             400, "validation_error", "The request body or query is invalid.", errors=exc.detail
@@ -96,6 +113,12 @@ def _to_problem(exc: Exception) -> Response | None:
         wait = getattr(exc, "wait", None)
         if isinstance(exc, exceptions.Throttled) and wait is not None:
             response["Retry-After"] = str(int(wait))
+        # Set by DRF on 401s from the view's first authenticator (RFC 6750's challenge).
+        challenge = getattr(exc, "auth_header", None)
+        if challenge:
+            if isinstance(exc, exceptions.AuthenticationFailed):
+                challenge = f'{challenge}, error="invalid_token"'
+            response["WWW-Authenticate"] = challenge
         return response
     return None
 
@@ -114,7 +137,7 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
 def permission_denied_view(
     request: HttpRequest, exception: Exception | None = None
 ) -> HttpResponse:
-    return _plain_problem(403, "permission_denied", "Permission denied.")
+    return _plain_problem(403, "forbidden", "Permission denied.")
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

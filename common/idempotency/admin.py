@@ -5,9 +5,9 @@ from common.idempotency.models import IdempotencyRecord
 
 @admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(admin.ModelAdmin):
-    list_display = ("key", "method", "path", "status_code", "created_at")
+    list_display = ("key", "owner", "method", "path", "status_code", "created_at")
     list_filter = ("method", "status_code", "created_at")
-    search_fields = ("key", "path")
+    search_fields = ("key", "owner", "path")
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in IdempotencyRecord._meta.fields]
 

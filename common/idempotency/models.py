@@ -6,7 +6,9 @@ from django.db import models
 class IdempotencyRecord(models.Model):
     """The first response given to a request carrying an ``Idempotency-Key``."""
 
-    key = models.CharField(max_length=255, unique=True)
+    # Keys belong to their caller (DESIGN.md §7): the same key from two callers is two keys.
+    owner = models.CharField(max_length=100, default="", help_text="The caller, e.g. customer:<id>")
+    key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body")
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=500)
@@ -17,6 +19,9 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         verbose_name = "idempotency record"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path} [{self.key}]"
+        return f"{self.method} {self.path} [{self.owner} {self.key}]"

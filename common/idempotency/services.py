@@ -44,7 +44,7 @@ def validate_key(key: str) -> str:
     return key
 
 
-def idempotency_claim(*, key: str, fingerprint: str) -> StoredResponse | None:
+def idempotency_claim(*, owner: str, key: str, fingerprint: str) -> StoredResponse | None:
     """Take the key for this transaction, or return the response stored under it.
 
     Must run inside the transaction that performs the effect. A placeholder row is inserted;
@@ -56,16 +56,17 @@ def idempotency_claim(*, key: str, fingerprint: str) -> StoredResponse | None:
         cursor.execute(
             f"""
             INSERT INTO {IdempotencyRecord._meta.db_table}
-                (key, fingerprint, method, path, status_code, response_body, location, created_at)
-            VALUES (%s, %s, '', '', 0, 'null', '', now())
-            ON CONFLICT (key) DO NOTHING
+                (owner, key, fingerprint, method, path, status_code, response_body, location,
+                 created_at)
+            VALUES (%s, %s, %s, '', '', 0, 'null', '', now())
+            ON CONFLICT (owner, key) DO NOTHING
             RETURNING id
             """,  # noqa: S608 — the table name is ours, values are parameters
-            [key, fingerprint],
+            [owner, key, fingerprint],
         )
         if cursor.fetchone() is not None:
             return None
-    record = IdempotencyRecord.objects.get(key=key)
+    record = IdempotencyRecord.objects.get(owner=owner, key=key)
     if record.fingerprint != fingerprint:
         raise BusinessError(
             "idempotency_key_reused",
@@ -76,9 +77,9 @@ def idempotency_claim(*, key: str, fingerprint: str) -> StoredResponse | None:
 
 
 def idempotency_store(
-    *, key: str, method: str, path: str, status_code: int, body: Any, location: str
+    *, owner: str, key: str, method: str, path: str, status_code: int, body: Any, location: str
 ) -> None:
-    IdempotencyRecord.objects.filter(key=key).update(
+    IdempotencyRecord.objects.filter(owner=owner, key=key).update(
         method=method, path=path, status_code=status_code, response_body=body, location=location
     )
 

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.auth.principal import Principal
 from common.idempotency.services import (
     idempotency_claim,
     idempotency_store,
@@ -23,6 +24,14 @@ from common.idempotency.services import (
 HEADER = "Idempotency-Key"
 V = TypeVar("V", bound=APIView)
 Handler = Callable[..., Response]
+
+
+def caller_key(request: Request) -> str:
+    """Whose key it is: the verified caller, or an anonymous caller's address (sign-up)."""
+    user = request.user
+    if isinstance(user, Principal):
+        return user.key
+    return f"anonymous:{request.META.get('REMOTE_ADDR', '')}"
 
 
 def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
@@ -38,11 +47,12 @@ def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
         if raw_key is None:
             return method(view, request, *args, **kwargs)
         key = validate_key(raw_key)
+        owner = caller_key(request)
         fingerprint = request_fingerprint(
             method=request.method or "", path=request.path, data=request.data
         )
         with transaction.atomic():
-            stored = idempotency_claim(key=key, fingerprint=fingerprint)
+            stored = idempotency_claim(owner=owner, key=key, fingerprint=fingerprint)
             if stored is not None:
                 replay = Response(stored.body, status=stored.status_code)
                 if stored.location:
@@ -56,6 +66,7 @@ def idempotent(method: Callable[..., Response]) -> Callable[..., Response]:
                 else None
             )
             idempotency_store(
+                owner=owner,
                 key=key,
                 method=request.method or "",
                 path=request.path,

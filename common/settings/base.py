@@ -42,6 +42,54 @@ COMMON_APPS = [
 ]
 
 
+# The bundled identity provider's issuer URL when nothing else is configured: the customer
+# service's prefix behind a local gateway (``make up`` sets the real one).
+DEFAULT_ISSUER = "http://127.0.0.1:8000/customer"
+DEFAULT_JWKS_URL = "http://127.0.0.1:8001/customer/.well-known/jwks.json"
+PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+        # Operators are Django users; customers have a name and an email.
+        "OPTIONS": {"user_attributes": ["username", "first_name", "last_name", "email", "name"]},
+    },
+    *(
+        {"NAME": f"django.contrib.auth.password_validation.{name}"}
+        for name in (
+            "MinimumLengthValidator",
+            "CommonPasswordValidator",
+            "NumericPasswordValidator",
+        )
+    ),
+]
+
+
+def identity_settings() -> dict[str, Any]:
+    """Who may call (DESIGN.md §7 "Identity and access"): the trusted token issuer, and the
+    bundled provider's own keys and policy (used by the customer service only)."""
+    return {
+        # What every service trusts. An external OpenID provider replaces the bundled one by
+        # setting these (and OIDC_CUSTOMER_CLAIM, if its tokens name the customer elsewhere).
+        "OIDC_ISSUER": env.str("OIDC_ISSUER", default=DEFAULT_ISSUER),
+        "OIDC_AUDIENCE": env.str("OIDC_AUDIENCE", default="cafe"),
+        "OIDC_JWKS_URL": env.str("OIDC_JWKS_URL", default=DEFAULT_JWKS_URL),
+        "OIDC_ALGORITHMS": env.list("OIDC_ALGORITHMS", default=["ES256", "RS256", "EdDSA"]),
+        "OIDC_CUSTOMER_CLAIM": env.str("OIDC_CUSTOMER_CLAIM", default="sub"),
+        "OIDC_OPERATOR_SCOPE": env.str("OIDC_OPERATOR_SCOPE", default="operator"),
+        # The bundled provider (customer service): its issuer name, keys and token lifetime.
+        "TOKEN_ISSUER": env.str("TOKEN_ISSUER", default=DEFAULT_ISSUER),
+        "TOKEN_KEYS_DIR": env.str("TOKEN_KEYS_DIR", default=""),
+        "TOKEN_LIFETIME_S": env.int("TOKEN_LIFETIME_S", default=900),
+        "TOKEN_KEY_ACTIVATE_AFTER_S": env.float("TOKEN_KEY_ACTIVATE_AFTER_S", default=120.0),
+        # Failed logins allowed per username and per client address before 429 (django-ratelimit).
+        "LOGIN_FAILURES_PER_USERNAME": env.str("LOGIN_FAILURES_PER_USERNAME", default="5/5m"),
+        "LOGIN_FAILURES_PER_ADDRESS": env.str("LOGIN_FAILURES_PER_ADDRESS", default="30/5m"),
+        "RATELIMIT_IPV6_MASK": 64,
+        # django-ratelimit lists Django's own RedisCache as "not officially supported"; it needs
+        # an atomic add and incr, which RedisCache does with SET NX and INCR.
+        "SILENCED_SYSTEM_CHECKS": ["django_ratelimit.W001"],
+    }
+
+
 def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[str, Any]:
     """Build the settings of one service. ``service`` is also its queue and URL prefix;
     ``handlers`` is the dotted path of its message handler table."""
@@ -107,7 +155,16 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         ],
         "DATABASES": {"default": database},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
-        "AUTH_PASSWORD_VALIDATORS": [],
+        "AUTH_PASSWORD_VALIDATORS": PASSWORD_VALIDATORS,
+        # Shared by every process of the service (login throttling counts live here).
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": service,
+            }
+        },
+        **identity_settings(),
         "LANGUAGE_CODE": "en-us",
         "TIME_ZONE": "UTC",
         "USE_I18N": False,
@@ -131,8 +188,10 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "REST_FRAMEWORK": {
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
             "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-            "DEFAULT_AUTHENTICATION_CLASSES": [],
-            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+            # Every API view needs a verified token unless it names its anonymous methods
+            # (common.auth.drf.AnonymousMethodsMixin).
+            "DEFAULT_AUTHENTICATION_CLASSES": ["common.auth.drf.BearerAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["common.auth.drf.Authenticated"],
             "UNAUTHENTICATED_USER": None,
             "DEFAULT_PAGINATION_CLASS": "common.api.pagination.Pagination",
             "PAGE_SIZE": 50,
@@ -151,6 +210,10 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
             "REDOC_DIST": "SIDECAR",
             "SCHEMA_PATH_PREFIX": r"/api/v1",
             "COMPONENT_SPLIT_REQUEST": True,
+            # The schema and Swagger UI are public (DESIGN.md §7); "Authorize" adds the token.
+            "SERVE_AUTHENTICATION": [],
+            "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+            "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
         },
         "LOGGING": {
             "version": 1,

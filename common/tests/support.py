@@ -16,6 +16,7 @@ from django.db import transaction
 from common.messaging.contract import AccountMovement, CustomerRegistered
 from common.messaging.envelope import Correlation, Envelope, new_command, new_event
 from common.outbox.services import outbox_put
+from common.testing import OPERATOR
 
 
 def broker() -> redis.Redis:
@@ -61,7 +62,7 @@ def funded_account(balance: int) -> uuid.UUID:
     from account.accounts.services import account_deposit, account_open
 
     customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=balance)
+    account_deposit(actor=OPERATOR, customer_id=customer_id, amount=balance)
     return customer_id
 
 

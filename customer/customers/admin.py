@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.auth.principal import Principal
 from customer.customers.models import Customer
 from customer.customers.services import customer_block, customer_unblock
 
@@ -13,6 +14,7 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ("name", "email", "id")
     date_hierarchy = "created_at"
     readonly_fields = ("id", "name", "email", "status", "created_at", "updated_at")
+    exclude = ("password",)
     actions = ["block", "unblock"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -21,12 +23,14 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Block selected customers")
     def block(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        operator = Principal.for_operator(request.user.get_username())
         for customer_id in queryset.values_list("pk", flat=True):
-            customer_block(customer_id=customer_id)
+            customer_block(actor=operator, customer_id=customer_id)
         self.message_user(request, f"Blocked {queryset.count()} customer(s).", messages.SUCCESS)
 
     @admin.action(description="Unblock selected customers")
     def unblock(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        operator = Principal.for_operator(request.user.get_username())
         for customer_id in queryset.values_list("pk", flat=True):
-            customer_unblock(customer_id=customer_id)
+            customer_unblock(actor=operator, customer_id=customer_id)
         self.message_user(request, f"Unblocked {queryset.count()} customer(s).", messages.SUCCESS)

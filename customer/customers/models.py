@@ -16,6 +16,8 @@ class Customer(models.Model):
     name = models.CharField(max_length=100)
     email = models.EmailField(max_length=254)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # A Django password hash (django.contrib.auth.hashers); empty: cannot log in until one is set.
+    password = models.CharField(max_length=128, blank=True, default="", editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -5,6 +5,7 @@ from customer.customers.apis import (
     CustomerCollectionApi,
     CustomerDetailApi,
     CustomerUnblockApi,
+    TokenApi,
 )
 
 urlpatterns = [
@@ -16,4 +17,5 @@ urlpatterns = [
         CustomerUnblockApi.as_view(),
         name="customer-unblock",
     ),
+    path("tokens", TokenApi.as_view(), name="tokens"),
 ]

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
+from common.auth.drf import actor
 from common.idempotency.views import idempotent
 from orchestrator.sagas.models import Saga
 from orchestrator.sagas.selectors import saga_get
@@ -94,7 +95,8 @@ class CheckoutItemSerializer(serializers.Serializer[None]):
 
 class CheckoutCollectionApi(APIView):
     class InputSerializer(serializers.Serializer[None]):
-        customer_id = serializers.UUIDField()
+        # A customer token's own id when omitted; an operator names the customer.
+        customer_id = serializers.UUIDField(required=False)
         items = CheckoutItemSerializer(many=True, min_length=1, max_length=20)  # type: ignore[call-arg]
 
     @extend_schema(
@@ -107,14 +109,18 @@ class CheckoutCollectionApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        saga = checkout_start(**data.validated_data)
+        saga = checkout_start(
+            actor=actor(request),
+            customer_id=data.validated_data.get("customer_id"),
+            items=data.validated_data["items"],
+        )
         return _accepted(saga_body(saga, fields=CHECKOUT_FIELDS), f"/api/v1/checkouts/{saga.id}")
 
 
 class CheckoutDetailApi(APIView):
     @extend_schema(responses={200: CheckoutOutputSerializer, **PROBLEM_RESPONSES})
     def get(self, request: Request, checkout_id: uuid.UUID) -> Response:
-        saga = saga_get(saga_id=checkout_id, saga_type=Saga.Type.PLACE_ORDER)
+        saga = saga_get(actor=actor(request), saga_id=checkout_id, saga_type=Saga.Type.PLACE_ORDER)
         return Response(saga_body(saga, fields=CHECKOUT_FIELDS))
 
 
@@ -132,7 +138,7 @@ class CancellationCollectionApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        saga = cancellation_start(**data.validated_data)
+        saga = cancellation_start(actor=actor(request), order_id=data.validated_data["order_id"])
         return _accepted(
             saga_body(saga, fields=CANCELLATION_FIELDS), f"/api/v1/cancellations/{saga.id}"
         )
@@ -141,5 +147,7 @@ class CancellationCollectionApi(APIView):
 class CancellationDetailApi(APIView):
     @extend_schema(responses={200: CancellationOutputSerializer, **PROBLEM_RESPONSES})
     def get(self, request: Request, cancellation_id: uuid.UUID) -> Response:
-        saga = saga_get(saga_id=cancellation_id, saga_type=Saga.Type.CANCEL_ORDER)
+        saga = saga_get(
+            actor=actor(request), saga_id=cancellation_id, saga_type=Saga.Type.CANCEL_ORDER
+        )
         return Response(saga_body(saga, fields=CANCELLATION_FIELDS))

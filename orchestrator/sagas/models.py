@@ -51,6 +51,12 @@ class Saga(models.Model):
                 name="saga_due_idx",
             ),
             models.Index(fields=["type", "state", "-created_at"], name="saga_type_state_idx"),
+            # A customer's sagas in flight, counted when a new one would start.
+            models.Index(
+                fields=["customer_id"],
+                condition=Q(state__in=["running", "compensating"]),
+                name="saga_customer_in_flight_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.api.errors import BusinessError, NotFoundError
+from common.auth.principal import Principal
 from common.messaging.contract import Reply
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
 from common.outbox.services import Also, outbox_put
@@ -165,12 +166,37 @@ def _json(value: object) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
 
 
+IN_FLIGHT_COUNT = f"""
+SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)),
+       (SELECT count(*) FROM {Saga._meta.db_table}
+        WHERE customer_id = %s AND state IN ('running', 'compensating'))
+"""  # noqa: S608 — the table name is ours
+
+
+def _admit(customer_id: uuid.UUID) -> None:
+    """Refuse a new saga while the customer has too many in flight (DESIGN.md §7 limits).
+
+    The advisory lock serialises one customer's starts until the transaction ends, so two at
+    once cannot both take the last place; other customers are not held up.
+    """
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(IN_FLIGHT_COUNT, [f"saga-admission:{customer_id}", customer_id])
+        (_, in_flight) = cursor.fetchone()
+    if in_flight >= settings.SAGAS_IN_FLIGHT_PER_CUSTOMER:
+        raise BusinessError(
+            "too_many_sagas",
+            f"{in_flight} checkouts or cancellations of this customer are still running.",
+            status=429,
+            retry_after_s=1,
+        )
+
+
 def saga_start(
     *,
     definition: SagaDefinition,
     data: Mapping[str, Any],
     order_id: uuid.UUID,
-    customer_id: uuid.UUID | None,
+    customer_id: uuid.UUID,
 ) -> Saga:
     saga = Saga(
         type=definition.name,
@@ -192,13 +218,18 @@ def saga_start(
         ],
     )
     with use_case_atomic():
+        _admit(customer_id)
         _apply(saga, engine.start(definition, data, policy()), new=True)
     metrics.STARTED.labels(definition.name).inc()
     return saga
 
 
-def checkout_start(*, customer_id: uuid.UUID, items: Sequence[Mapping[str, int]]) -> Saga:
-    """Start placing an order. Its id is assigned here, so the client knows it at once."""
+def checkout_start(
+    *, actor: Principal, customer_id: uuid.UUID | None, items: Sequence[Mapping[str, int]]
+) -> Saga:
+    """Start placing an order for ``customer_id`` (the caller, or anyone for an operator). Its
+    id is assigned here, so the client knows it at once."""
+    customer_id = actor.acting_for(customer_id)
     order_id = uuid.uuid4()
     data = {
         "order_id": str(order_id),
@@ -208,10 +239,11 @@ def checkout_start(*, customer_id: uuid.UUID, items: Sequence[Mapping[str, int]]
     return saga_start(definition=PLACE_ORDER, data=data, order_id=order_id, customer_id=customer_id)
 
 
-def cancellation_start(*, order_id: uuid.UUID) -> Saga:
-    """Start cancelling an order this system placed; the order service decides if it still can be."""
+def cancellation_start(*, actor: Principal, order_id: uuid.UUID) -> Saga:
+    """Start cancelling an order this system placed for the caller (any order, for an operator);
+    the order service decides if it still can be. Another customer's order is unknown here."""
     placed = Saga.objects.filter(type=Saga.Type.PLACE_ORDER, order_id=order_id).first()
-    if placed is None:
+    if placed is None or placed.customer_id is None or not actor.owns(placed.customer_id):
         raise NotFoundError("Order", order_id)
     return saga_start(
         definition=CANCEL_ORDER,

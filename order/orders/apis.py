@@ -12,6 +12,8 @@ from rest_framework.views import APIView
 
 from common.api.pagination import Pagination
 from common.api.schema import PROBLEM_RESPONSES
+from common.auth.drf import actor
+from common.auth.views import AnonymousMethodsMixin
 from order.orders.models import MenuItem, Order, OrderLine
 from order.orders.selectors import menu_list, order_get, order_list
 
@@ -45,7 +47,9 @@ class OrderOutputSerializer(serializers.ModelSerializer[Order]):
         ]
 
 
-class MenuApi(APIView):
+class MenuApi(AnonymousMethodsMixin, APIView):
+    anonymous_methods = frozenset({"GET", "HEAD"})
+
     @extend_schema(responses={200: MenuItemOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(MenuItemOutputSerializer(menu_list(), many=True).data)
@@ -56,18 +60,27 @@ class OrderListApi(APIView):
         customer_id = serializers.UUIDField(required=False)
 
     @extend_schema(
-        parameters=[OpenApiParameter("customer_id", uuid.UUID, required=False)],
+        parameters=[
+            OpenApiParameter(
+                "customer_id",
+                uuid.UUID,
+                required=False,
+                description="For a customer token: the caller (the default) and nobody else.",
+            )
+        ],
         responses={200: OrderOutputSerializer(many=True), **PROBLEM_RESPONSES},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         paginator = Pagination()
-        page = paginator.paginate_queryset(order_list(**filters.validated_data), request, view=self)
+        orders = order_list(actor=actor(request), **filters.validated_data)
+        page = paginator.paginate_queryset(orders, request, view=self)
         return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
 
 
 class OrderDetailApi(APIView):
     @extend_schema(responses={200: OrderOutputSerializer, **PROBLEM_RESPONSES})
     def get(self, request: Request, order_id: uuid.UUID) -> Response:
-        return Response(OrderOutputSerializer(order_get(order_id=order_id)).data)
+        order = order_get(actor=actor(request), order_id=order_id)
+        return Response(OrderOutputSerializer(order).data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,6 +13,7 @@ from rest_framework.test import APIClient
 
 from account.accounts.models import Account, LedgerEntry
 from account.accounts.services import account_deposit, account_open
+from common.testing import OPERATOR
 
 pytestmark = pytest.mark.django_db
 
@@ -126,10 +128,12 @@ def test_key_of_255_characters_is_accepted(api: APIClient, customer_id: uuid.UUI
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_requests_with_one_key_make_one_deposit(customer_id: uuid.UUID) -> None:
+def test_concurrent_requests_with_one_key_make_one_deposit(
+    customer_id: uuid.UUID, as_customer: Callable[[uuid.UUID], APIClient]
+) -> None:
     def attempt(_: int) -> tuple[int, object]:
         try:
-            response = deposit(APIClient(), customer_id, 300, key="same-key")
+            response = deposit(as_customer(customer_id), customer_id, 300, key="same-key")
             return response.status_code, response.json()
         finally:
             connection.close()
@@ -147,7 +151,7 @@ def test_concurrent_requests_with_one_key_make_one_deposit(customer_id: uuid.UUI
 def test_concurrent_deposits_lose_no_update(customer_id: uuid.UUID) -> None:
     def attempt(_: int) -> None:
         try:
-            account_deposit(customer_id=customer_id, amount=10)
+            account_deposit(actor=OPERATOR, customer_id=customer_id, amount=10)
         finally:
             connection.close()
 

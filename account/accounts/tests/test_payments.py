@@ -11,13 +11,14 @@ from django.db import connection
 from account.accounts.models import Account, LedgerEntry, OrderPayment
 from account.accounts.services import account_debit, account_deposit, account_open, account_refund
 from common.api.errors import BusinessError
+from common.testing import OPERATOR
 
 pytestmark = pytest.mark.django_db
 
 
 def funded(amount: int) -> uuid.UUID:
     customer_id = account_open(customer_id=uuid.uuid4()).customer_id
-    account_deposit(customer_id=customer_id, amount=amount)
+    account_deposit(actor=OPERATOR, customer_id=customer_id, amount=amount)
     return customer_id
 
 

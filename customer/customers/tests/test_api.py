@@ -15,9 +15,11 @@ from customer.customers.services import customer_register
 
 pytestmark = pytest.mark.django_db
 
+PASSWORD = "a good long passphrase"
+
 
 def register(api: APIClient, **body: object) -> Any:
-    return api.post("/api/v1/customers", body, format="json")
+    return api.post("/api/v1/customers", {"password": PASSWORD, **body}, format="json")
 
 
 def test_register_returns_the_customer_and_its_location(api: APIClient) -> None:
@@ -53,10 +55,13 @@ def test_email_is_unique_ignoring_case(api: APIClient) -> None:
         {"name": "Aiko"},
         {"email": "a@example.com"},
         {"name": 12, "email": ["a@example.com"]},
+        {"name": "Aiko", "email": "a@example.com", "password": ""},
+        {"name": "Aiko", "email": "a@example.com", "password": None},
+        {"name": "Aiko", "email": "a@example.com", "password": ["x"]},
     ],
 )
 def test_invalid_body_is_a_validation_problem(api: APIClient, body: dict[str, object]) -> None:
-    response = api.post("/api/v1/customers", body, format="json")
+    response = api.post("/api/v1/customers", {"password": PASSWORD, **body}, format="json")
 
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
@@ -102,7 +107,7 @@ def test_block_and_unblock(api: APIClient) -> None:
 
 def test_list_is_paginated_newest_first_and_page_size_is_capped(api: APIClient) -> None:
     for n in range(205):
-        customer_register(name=f"c{n}", email=f"c{n}@example.com")
+        customer_register(name=f"c{n}", email=f"c{n}@example.com", password=PASSWORD)
 
     first = api.get("/api/v1/customers").json()
     capped = api.get("/api/v1/customers?page_size=1000").json()
@@ -134,7 +139,7 @@ def test_page_past_the_end_is_404(api: APIClient) -> None:
 
 
 def test_idempotency_key_replays_the_first_registration(api: APIClient) -> None:
-    body = {"name": "Aiko", "email": "aiko@example.com"}
+    body = {"name": "Aiko", "email": "aiko@example.com", "password": PASSWORD}
     first = api.post("/api/v1/customers", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     second = api.post("/api/v1/customers", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     other = api.post(
@@ -156,7 +161,7 @@ def test_concurrent_registrations_of_one_email_let_exactly_one_through() -> None
                 APIClient()
                 .post(
                     "/api/v1/customers",
-                    {"name": f"n{n}", "email": "race@example.com"},
+                    {"name": f"n{n}", "email": "race@example.com", "password": PASSWORD},
                     format="json",
                 )
                 .status_code

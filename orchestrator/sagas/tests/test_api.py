@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -123,12 +124,15 @@ def test_idempotency_key_replays_the_first_checkout(api: APIClient) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_checkouts_with_one_key_start_one_saga() -> None:
-    body = {"customer_id": str(uuid.uuid4()), "items": ITEMS}
+def test_concurrent_checkouts_with_one_key_start_one_saga(
+    as_customer: Callable[[uuid.UUID], APIClient],
+) -> None:
+    customer_id = uuid.uuid4()
+    body = {"customer_id": str(customer_id), "items": ITEMS}
 
     def attempt(_: int) -> tuple[int, str]:
         try:
-            response = checkout(APIClient(), body, key="same")
+            response = checkout(as_customer(customer_id), body, key="same")
             return response.status_code, response.json()["id"]
         finally:
             connection.close()

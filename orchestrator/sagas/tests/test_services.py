@@ -16,6 +16,7 @@ from common.inbox.tasks import consume
 from common.messaging.contract import Reply
 from common.messaging.envelope import Envelope, new_reply
 from common.outbox.models import OutboxMessage
+from common.testing import OPERATOR
 from orchestrator.sagas.models import Saga, SagaEvent
 from orchestrator.sagas.services import (
     cancellation_start,
@@ -48,7 +49,7 @@ def answer(
 def test_a_checkout_starts_with_its_first_command_in_the_outbox() -> None:
     customer_id = uuid.uuid4()
 
-    saga = checkout_start(customer_id=customer_id, items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=customer_id, items=ITEMS)
 
     command = outstanding(saga)
     assert command.type == "order.create_pending"
@@ -66,7 +67,7 @@ def test_a_checkout_starts_with_its_first_command_in_the_outbox() -> None:
 
 
 def test_replies_move_the_saga_to_completion() -> None:
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
 
     answer(outstanding(saga), total=700)
     answer(outstanding(saga))
@@ -88,7 +89,7 @@ def test_replies_move_the_saga_to_completion() -> None:
 
 
 def test_a_reply_to_an_older_attempt_is_recorded_and_ignored() -> None:
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     first = outstanding(saga)
     Saga.objects.filter(pk=saga.pk).update(deadline=timezone.now() - timedelta(seconds=1))
 
@@ -107,7 +108,7 @@ def test_a_reply_to_an_older_attempt_is_recorded_and_ignored() -> None:
 
 
 def test_a_duplicate_reply_is_applied_once() -> None:
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     command = outstanding(saga)
     reply = new_reply(
         command, Reply(ok=True, result={"total": 700}), source="order"
@@ -120,7 +121,7 @@ def test_a_duplicate_reply_is_applied_once() -> None:
 
 
 def test_concurrent_replies_for_one_saga_are_serialised() -> None:
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     command = outstanding(saga)
     # Two different replies to the same command (e.g. the participant answered twice).
     replies = [
@@ -146,7 +147,7 @@ def test_concurrent_replies_for_one_saga_are_serialised() -> None:
 
 def test_the_sweep_times_out_and_compensates(settings: SettingsWrapper) -> None:
     settings.SAGA_MAX_ATTEMPTS = 1
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     Saga.objects.filter(pk=saga.pk).update(deadline=timezone.now() - timedelta(seconds=1))
 
     saga_sweep()
@@ -161,7 +162,7 @@ def test_the_sweep_times_out_and_compensates(settings: SettingsWrapper) -> None:
 
 def test_an_operator_can_retry_a_failed_saga(settings: SettingsWrapper) -> None:
     settings.SAGA_FAIL_AFTER = 1
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     answer(outstanding(saga), total=700)
     answer(outstanding(saga))
     answer(outstanding(saga), entry_id=1)
@@ -185,13 +186,13 @@ def test_cancelling_an_order_never_placed_is_404() -> None:
     from common.api.errors import NotFoundError
 
     with pytest.raises(NotFoundError):
-        cancellation_start(order_id=uuid.uuid4())
+        cancellation_start(actor=OPERATOR, order_id=uuid.uuid4())
 
 
 def test_a_reply_for_no_saga_is_dead_lettered() -> None:
     from common.inbox.models import DeadLetter
 
-    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     command = outstanding(saga).model_copy(
         update={
             "correlation": outstanding(saga).correlation.model_copy(
