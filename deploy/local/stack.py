@@ -31,6 +31,7 @@ from common.messaging.routing import SERVICES
 from deploy.gateway import envoy, nginx
 from deploy.gateway.routes import FLOWER
 from deploy.local.backing import ensure_postgres, ensure_redis
+from deploy.local.identity import ensure_token_keys, identity_env, token_keys_dir
 from deploy.local.layout import ROOT, Stack, log, venv_bin
 from deploy.local.processes import NGINX, Program, programs
 from deploy.local.supervisor import is_running, supervisor_conf, supervisorctl
@@ -75,6 +76,7 @@ def prepare(stack: Stack) -> None:
     ensure_redis(stack)
     stack.env.setdefault("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
     stack.env.setdefault("ADMIN_PASSWORD", os.environ.get("ADMIN_PASSWORD", "admin"))
+    ensure_token_keys(stack)
     log("databases: create if missing, migrate, load the menu, ensure the admin user")
     run_for_every_service(stack, "bootstrap")
 
@@ -107,6 +109,7 @@ def write_gateway_config(stack: Stack) -> Path:
 
 def write_configs(stack: Stack) -> list[Program]:
     stack.logs.mkdir(parents=True, exist_ok=True)
+    stack.env.update(identity_env(stack))
     progs = programs(
         python=sys.executable,
         services=SERVICES,
@@ -117,6 +120,7 @@ def write_configs(stack: Stack) -> list[Program]:
         envoy_base_id=stack.port_base,
         flower_port=stack.flower_port,
         flower_auth=":".join(flower_login()),
+        service_env={"customer": {"TOKEN_KEYS_DIR": str(token_keys_dir(stack))}},
     )
     (stack.dir / "supervisord.conf").write_text(supervisor_conf(stack, progs))
     return progs

@@ -66,20 +66,31 @@ def fresh() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-async def fund(client: aiohttp.ClientSession, count: int) -> list[str]:
-    customers = []
+PASSWORD = "bench correct horse battery"
+
+
+async def fund(client: aiohttp.ClientSession, count: int) -> dict[str, dict[str, str]]:
+    """Sign up ``count`` customers, log each in (before any timing starts), fund them; returns
+    each customer's Authorization header."""
+    customers: dict[str, dict[str, str]] = {}
     for _ in range(count):
         email = f"{uuid.uuid4().hex}@example.com"
-        async with client.post("/api/v1/customers", json={"name": "Bench", "email": email}) as r:
-            customers.append((await r.json())["id"])
-    for customer in customers:
+        body = {"name": "Bench", "email": email, "password": PASSWORD}
+        async with client.post("/api/v1/customers", json=body) as r:
+            customer = (await r.json())["id"]
+        login = {"username": email, "password": PASSWORD}
+        async with client.post("/api/v1/tokens", json=login) as r:
+            customers[customer] = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+    for customer, auth in customers.items():
         while True:
-            async with client.get(f"/api/v1/accounts/{customer}") as r:
+            async with client.get(f"/api/v1/accounts/{customer}", headers=auth) as r:
                 if r.status == 200:
                     break
             await asyncio.sleep(0.05)
         deposit = {"amount": 1_000_000_000}
-        async with client.post(f"/api/v1/accounts/{customer}/deposits", json=deposit) as r:
+        async with client.post(
+            f"/api/v1/accounts/{customer}/deposits", json=deposit, headers=auth
+        ) as r:
             r.raise_for_status()
     return customers
 
@@ -89,28 +100,32 @@ def parse(ts: str) -> float:
 
 
 async def run_rate(
-    client: aiohttp.ClientSession, customers: list[str], rate: float, seconds: float
+    client: aiohttp.ClientSession, customers: dict[str, dict[str, str]], rate: float, seconds: float
 ) -> dict[str, Any]:
     """Offer ``rate`` checkouts/s for ``seconds``; return what finished and how fast."""
     sent: dict[str, float] = {}
     failures = 0
     interval = 1.0 / rate
+    names = list(customers)
+    owner: dict[str, str] = {}
     cpu_before = cpu.snapshot(Path(ENV["STACK_DIR"]), "bench_")
     start = time.monotonic()
 
     async def one(n: int) -> None:
         nonlocal failures
-        body = {
-            "customer_id": customers[n % len(customers)],
-            "items": [{"menu_item_id": 1 + n % 6, "quantity": 1}],
-        }
+        customer = names[n % len(names)]
+        body = {"items": [{"menu_item_id": 1 + n % 6, "quantity": 1}]}
         posted = time.time()
         try:
-            async with client.post("/api/v1/checkouts", json=body) as response:
+            async with client.post(
+                "/api/v1/checkouts", json=body, headers=customers[customer]
+            ) as response:
                 if response.status != 202:
                     failures += 1
                     return
-                sent[(await response.json())["id"]] = posted
+                saga_id = (await response.json())["id"]
+                sent[saga_id] = posted
+                owner[saga_id] = customer
         except aiohttp.ClientError:
             failures += 1
 
@@ -137,7 +152,9 @@ async def run_rate(
     while pending and time.monotonic() < deadline:
         done = []
         for saga_id in list(pending)[:400]:
-            async with client.get(f"/api/v1/checkouts/{saga_id}") as response:
+            async with client.get(
+                f"/api/v1/checkouts/{saga_id}", headers=customers[owner[saga_id]]
+            ) as response:
                 body = await response.json()
             if body["state"] in {"completed", "rejected", "failed"}:
                 ended = parse(body["updated_at"])
@@ -352,6 +369,9 @@ def main() -> None:
                 "sustained_s": args.seconds,
                 "messages_per_saga": result["messages_per_saga"],
                 "celery_noop_per_s": noop,
+                # Every request carries a customer's access token, verified at the gateway and
+                # again by the service.
+                "auth": True,
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             }

@@ -11,30 +11,69 @@ from typing import Any
 import httpx
 
 TERMINAL = {"completed", "rejected", "failed"}
+PASSWORD = "e2e correct horse battery"
+OPERATOR = ("admin", "e2e-admin")  # the e2e stack's admin user, a staff user: an operator
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
 class Cafe:
+    """``http`` carries an operator's token (reads everything); each customer signs up, logs in
+    and then deposits, checks out and cancels with their own token."""
+
     http: httpx.Client
     checkouts: list[dict[str, Any]] = field(default_factory=list)
     cancellations: list[dict[str, Any]] = field(default_factory=list)
     customers: set[str] = field(default_factory=set)
+    tokens: dict[str, str] = field(default_factory=dict)
 
-    def customer(self, *, deposit: int = 0) -> str:
+    def __post_init__(self) -> None:
+        if "Authorization" not in self.http.headers:
+            username, password = OPERATOR
+            login = self.http.post(
+                "/api/v1/tokens", json={"username": username, "password": password}
+            )
+            assert login.status_code == 200, login.text
+            self.http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+
+    def sign_up(self, email: str | None = None) -> tuple[str, str]:
+        """A new customer and their access token."""
+        email = email or f"{uuid.uuid4().hex}@example.com"
         response = self.http.post(
-            "/api/v1/customers", json={"name": "E2E", "email": f"{uuid.uuid4().hex}@example.com"}
+            "/api/v1/customers", json={"name": "E2E", "email": email, "password": PASSWORD}
         )
         assert response.status_code == 201, response.text
         customer_id = str(response.json()["id"])
+        login = self.http.post("/api/v1/tokens", json={"username": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        self.tokens[customer_id] = login.json()["access_token"]
+        return customer_id, self.tokens[customer_id]
+
+    def as_customer(self, customer_id: str | None) -> dict[str, str]:
+        """The customer's own token; for one this client never signed up (an unknown id), none:
+        the request goes with the operator's token of ``http``."""
+        token = self.tokens.get(customer_id or "")
+        return bearer(token) if token else {}
+
+    def customer(self, *, deposit: int = 0) -> str:
+        customer_id, token = self.sign_up()
         self.customers.add(customer_id)
         deadline = time.monotonic() + 10
-        while self.http.get(f"/api/v1/accounts/{customer_id}").status_code != 200:
+        while (
+            self.http.get(f"/api/v1/accounts/{customer_id}", headers=bearer(token)).status_code
+            != 200
+        ):
             assert time.monotonic() < deadline, "account not opened"
             time.sleep(0.02)
         if deposit:
             assert (
                 self.http.post(
-                    f"/api/v1/accounts/{customer_id}/deposits", json={"amount": deposit}
+                    f"/api/v1/accounts/{customer_id}/deposits",
+                    json={"amount": deposit},
+                    headers=bearer(token),
                 ).status_code
                 == 201
             )
@@ -45,7 +84,9 @@ class Cafe:
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
         response = self.http.post(
-            "/api/v1/checkouts", json={"customer_id": customer_id, "items": items}, headers=headers
+            "/api/v1/checkouts",
+            json={"customer_id": customer_id, "items": items},
+            headers={**headers, **self.as_customer(customer_id)},
         )
         assert response.status_code == 202, response.text
         body: dict[str, Any] = response.json()
@@ -54,7 +95,12 @@ class Cafe:
         return body
 
     def cancel(self, order_id: str) -> dict[str, Any]:
-        response = self.http.post("/api/v1/cancellations", json={"order_id": order_id})
+        """Cancel as the customer who placed the order (as an operator if it was not ours)."""
+        owner = next((c["customer_id"] for c in self.checkouts if c["order_id"] == order_id), None)
+        headers = self.as_customer(owner)
+        response = self.http.post(
+            "/api/v1/cancellations", json={"order_id": order_id}, headers=headers
+        )
         assert response.status_code == 202, response.text
         body: dict[str, Any] = response.json()
         self.cancellations.append(body)

@@ -76,6 +76,8 @@ def stack() -> Iterator[Stack]:
         "ADMIN_PASSWORD": "e2e-admin",
         "FLOWER_USER": "flower",
         "FLOWER_PASSWORD": "e2e-flower",
+        # One test runs a hundred checkouts of one customer at once.
+        "SAGAS_IN_FLIGHT_PER_CUSTOMER": "1000",
         # Short reply deadlines, so the fault tests see the sweep recover lost messages quickly.
         "SAGA_REPLY_TIMEOUT_S": "1.5",
         "SAGA_BACKOFF_CAP_S": "5",
@@ -96,7 +98,27 @@ def stack() -> Iterator[Stack]:
         running.run("-m", "deploy.local.stack", "down", check=False)
 
 
+def login(url: str, username: str, password: str) -> str:
+    """An access token from the bundled identity provider, through the gateway."""
+    response = httpx.post(
+        f"{url}/api/v1/tokens", json={"username": username, "password": password}, timeout=15
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.fixture(scope="session")
+def operator_token(stack: Stack) -> str:
+    from tests.e2e.cafe import OPERATOR
+
+    return login(stack.url, *OPERATOR)
+
+
 @pytest.fixture
-def gateway(stack: Stack) -> Iterator[httpx.Client]:
+def gateway(stack: Stack, operator_token: str) -> Iterator[httpx.Client]:
+    """A client of the gateway with an operator's token (who may read everything and act for
+    any customer); ``Cafe`` logs its customers in and acts as each of them."""
     with stack.client() as client:
+        client.headers["Authorization"] = f"Bearer {operator_token}"
         yield client

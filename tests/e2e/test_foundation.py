@@ -11,6 +11,7 @@ import uuid
 import httpx
 import pytest
 
+from tests.e2e.cafe import PASSWORD
 from tests.e2e.conftest import SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.e2e
 
 def new_customer(gateway: httpx.Client) -> dict[str, object]:
     response = gateway.post(
-        "/api/v1/customers", json={"name": "E2E", "email": f"{uuid.uuid4().hex}@example.com"}
+        "/api/v1/customers",
+        json={"name": "E2E", "email": f"{uuid.uuid4().hex}@example.com", "password": PASSWORD},
     )
     assert response.status_code == 201, response.text
     return response.json()

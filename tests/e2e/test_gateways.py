@@ -48,8 +48,9 @@ def url(request: pytest.FixtureRequest, stack: Stack, nginx_url: str) -> str:
 
 
 @pytest.fixture
-def edge(url: str) -> Iterator[httpx.Client]:
+def edge(url: str, operator_token: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=url, timeout=15.0) as client:
+        client.headers["Authorization"] = f"Bearer {operator_token}"
         yield client
 
 

@@ -135,7 +135,7 @@ def test_a_repeated_idempotency_key_places_one_order(cafe: Cafe) -> None:
     reused = cafe.http.post(
         "/api/v1/checkouts",
         json={"customer_id": customer, "items": [{"menu_item_id": 4, "quantity": 1}]},
-        headers={"Idempotency-Key": "e2e-seq"},
+        headers={"Idempotency-Key": "e2e-seq", **cafe.as_customer(customer)},
     )
 
     assert second["id"] == first["id"]
@@ -146,7 +146,7 @@ def test_a_repeated_idempotency_key_places_one_order(cafe: Cafe) -> None:
                 lambda _: cafe.http.post(
                     "/api/v1/checkouts",
                     json={"customer_id": customer, "items": items},
-                    headers={"Idempotency-Key": "e2e-concurrent"},
+                    headers={"Idempotency-Key": "e2e-concurrent", **cafe.as_customer(customer)},
                 ).json()["id"],
                 range(10),
             )
