@@ -76,6 +76,10 @@ def stack() -> Iterator[Stack]:
         "ADMIN_PASSWORD": "e2e-admin",
         "FLOWER_USER": "flower",
         "FLOWER_PASSWORD": "e2e-flower",
+        # Key rotation is tested: a new key signs 3 s after it was added (the gateway's JWKS
+        # cache is shorter than that).
+        "TOKEN_KEY_ACTIVATE_AFTER_S": "3",
+        "GATEWAY_JWKS_CACHE_S": "1",
         # One test runs a hundred checkouts of one customer at once.
         "SAGAS_IN_FLIGHT_PER_CUSTOMER": "1000",
         # Short reply deadlines, so the fault tests see the sweep recover lost messages quickly.
@@ -122,3 +126,19 @@ def gateway(stack: Stack, operator_token: str) -> Iterator[httpx.Client]:
     with stack.client() as client:
         client.headers["Authorization"] = f"Bearer {operator_token}"
         yield client
+
+
+@pytest.fixture(scope="session")
+def nginx_url(stack: Stack) -> Iterator[str]:
+    """An Nginx gateway in front of the stack's services and Flower, stopped at the end."""
+    from deploy.gateway import policy
+    from deploy.gateway.routes import FLOWER
+    from deploy.local.stack import Stack as LocalStack
+    from tests.e2e.gateways import gateway
+
+    ports = LocalStack(dir=Path(stack.env["STACK_DIR"]), port_base=PORT_BASE)
+    upstreams = {s: ("127.0.0.1", ports.service_port(s)) for s in SERVICES}
+    upstreams[FLOWER] = ("127.0.0.1", ports.flower_port)
+    state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
+    with gateway("nginx", state, upstreams, policy.RateLimit.from_env(stack.env)) as url:
+        yield url

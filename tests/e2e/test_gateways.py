@@ -17,11 +17,9 @@ import psycopg
 import pytest
 
 from deploy.gateway import policy
-from deploy.gateway.routes import FLOWER
-from deploy.local.stack import Stack as LocalStack
 from tests.e2e.cafe import Cafe
-from tests.e2e.conftest import DB_PREFIX, PG_DSN, PORT_BASE, SERVICES, Stack
-from tests.e2e.gateways import GATEWAYS, assert_problem, gateway
+from tests.e2e.conftest import DB_PREFIX, PG_DSN, SERVICES, Stack
+from tests.e2e.gateways import GATEWAYS, assert_problem
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +27,6 @@ pytestmark = pytest.mark.e2e
 # have come from the gateway's peer address, not from gunicorn's (the gateway, 127.0.0.1).
 CLIENT_ADDRESS = "127.0.0.2"
 SPOOFED = "203.0.113.77"
-
-
-@pytest.fixture(scope="session")
-def nginx_url(stack: Stack) -> Iterator[str]:
-    """An Nginx gateway in front of the stack's services and Flower, stopped at the end."""
-    ports = LocalStack(dir=Path(stack.env["STACK_DIR"]), port_base=PORT_BASE)
-    upstreams = {s: ("127.0.0.1", ports.service_port(s)) for s in SERVICES}
-    upstreams[FLOWER] = ("127.0.0.1", ports.flower_port)
-    state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
-    with gateway("nginx", state, upstreams, policy.RateLimit.from_env(stack.env)) as url:
-        yield url
 
 
 @pytest.fixture(params=GATEWAYS)
