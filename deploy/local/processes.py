@@ -82,23 +82,26 @@ def programs(
     envoy_base_id: int,
     flower_port: int,
     flower_auth: str,
-    service_env: Mapping[str, Mapping[str, str]] | None = None,
+    web_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Program]:
     """Every process of the local stack. ``gateway`` is "envoy" or "nginx"; ``flower_auth`` is
     "user:password", given to Flower in its environment rather than on its command line;
-    ``service_env`` is what only one service's processes get (the customer service's token
+    ``web_env`` is what only one service's web process gets (the customer service's token
     signing keys)."""
     bindir = str(Path(python).parent)
     progs: list[Program] = []
     for service in services:
         # Every process of a service writes its metrics where that service's /metrics reads them.
-        env = {
-            "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / service),
-            **(service_env or {}).get(service, {}),
-        }
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / service)}
         bind = f"127.0.0.1:{ports[service]}"
         progs += [
-            Program(f"{service}-web", "web", web_command(bindir, service, bind), service, env=env),
+            Program(
+                f"{service}-web",
+                "web",
+                web_command(bindir, service, bind),
+                service,
+                env={**env, **(web_env or {}).get(service, {})},
+            ),
             Program(
                 f"{service}-worker",
                 "worker",

@@ -120,7 +120,7 @@ def write_configs(stack: Stack) -> list[Program]:
         envoy_base_id=stack.port_base,
         flower_port=stack.flower_port,
         flower_auth=":".join(flower_login()),
-        service_env={"customer": {"TOKEN_KEYS_DIR": str(token_keys_dir(stack))}},
+        web_env={"customer": {"TOKEN_KEYS_DIR": str(token_keys_dir(stack))}},
     )
     (stack.dir / "supervisord.conf").write_text(supervisor_conf(stack, progs))
     return progs

@@ -11,18 +11,29 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from common.auth.keys import key_add
+from common.auth.keys import SUFFIX, key_add
 
 
 class Command(BaseCommand):
     help = "Add a new ES256 signing key to TOKEN_KEYS_DIR (published now, signing later)."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="only when the directory holds no key yet (a deployment's first start)",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.TOKEN_KEYS_DIR:
             raise CommandError("TOKEN_KEYS_DIR is not set")
-        key = key_add(Path(settings.TOKEN_KEYS_DIR))
+        directory = Path(settings.TOKEN_KEYS_DIR)
+        if options["if_missing"] and any(directory.glob(f"*{SUFFIX}")):
+            self.stdout.write(f"{directory} already holds a key")
+            return
+        key = key_add(directory)
         self.stdout.write(
             f"added key {key.kid}; it signs from {settings.TOKEN_KEY_ACTIVATE_AFTER_S:.0f} s on"
         )
