@@ -18,13 +18,13 @@ from common.inbox.services import dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
 from common.messaging.envelope import Envelope
 from common.outbox.models import OutboxMessage
-from common.tests.support import debit_command, funded_account, registered_event
+from common.tests.support import debit_command, funded_account, registered_event, signed, wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def deliver(envelope: Envelope | str) -> str:
-    raw = envelope if isinstance(envelope, str) else envelope.model_dump_json()
+    raw = envelope if isinstance(envelope, str) else wire(envelope)
     return str(consume.apply(args=(raw,)).get())
 
 
@@ -90,20 +90,19 @@ def test_customer_registered_opens_the_account_once() -> None:
     ("raw", "reason"),
     [
         ("{not json", "undecodable"),
-        (json.dumps({"id": "x"}), "invalid_envelope"),
+        ("[" * 5000, "undecodable"),
+        ("NOT_AN_ENVELOPE", "invalid_envelope"),
         ("UNKNOWN", "unknown_type"),
         ("BAD_PAYLOAD", "invalid_payload"),
-        ("REPLY", "no_handler"),
     ],
 )
 def test_messages_that_can_never_be_handled_are_dead_lettered(raw: str, reason: str) -> None:
+    # Signed by their sender after the change: each reaches the check it is meant to fail.
     good = debit_command(uuid.uuid4(), 1).model_dump(mode="json")
     raw = {
-        "UNKNOWN": json.dumps({**good, "type": "account.teleport"}),
-        "BAD_PAYLOAD": json.dumps({**good, "payload": {"amount": -5}}),
-        "REPLY": json.dumps(
-            {**good, "type": "account.debit.reply", "kind": "reply", "payload": {"ok": True}}
-        ),
+        "NOT_AN_ENVELOPE": signed({"id": "x", "source": "orchestrator"}),
+        "UNKNOWN": signed({**good, "type": "account.teleport"}),
+        "BAD_PAYLOAD": signed({**good, "payload": {"amount": -5}}),
     }.get(raw, raw)
 
     assert deliver(raw) == "dead"
@@ -113,6 +112,19 @@ def test_messages_that_can_never_be_handled_are_dead_lettered(raw: str, reason: 
     assert letter.raw_body == raw
     assert letter.error
     assert InboxMessage.objects.count() == 0
+
+
+NO_DEBIT_HANDLERS = {k: v for k, v in ACCOUNT_HANDLERS.items() if k != "account.debit"}
+
+
+def test_a_message_this_service_has_no_handler_for_is_dead_lettered(
+    settings: SettingsWrapper,
+) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.NO_DEBIT_HANDLERS"
+
+    assert deliver(debit_command(uuid.uuid4(), 1)) == "dead"
+
+    assert DeadLetter.objects.get().reason == "no_handler"
 
 
 def test_a_task_call_of_the_wrong_shape_is_dead_lettered() -> None:
@@ -194,7 +206,7 @@ def test_a_task_message_with_several_envelopes_applies_each_once_and_retries_onl
     unlucky = debit_command(uuid.uuid4(), 13)
     batch = [debit_command(first, 100), unlucky, debit_command(second, 200)]
 
-    consume.apply(args=tuple(e.model_dump_json() for e in batch)).get()
+    consume.apply(args=tuple(wire(e) for e in batch)).get()
 
     assert Account.objects.get(pk=first).balance == 900
     assert Account.objects.get(pk=second).balance == 800

@@ -31,6 +31,7 @@ from common.messaging.routing import SERVICES
 from deploy.gateway import envoy, nginx
 from deploy.gateway.routes import FLOWER
 from deploy.local.backing import ensure_postgres, ensure_redis
+from deploy.local.keys import ensure_message_keys
 from deploy.local.layout import ROOT, Stack, log, venv_bin
 from deploy.local.processes import NGINX, Program, programs
 from deploy.local.supervisor import is_running, supervisor_conf, supervisorctl
@@ -73,6 +74,7 @@ def prepare(stack: Stack) -> None:
     ensure_nginx(stack)
     ensure_postgres(stack)
     ensure_redis(stack)
+    ensure_message_keys(stack.env)
     stack.env.setdefault("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
     stack.env.setdefault("ADMIN_PASSWORD", os.environ.get("ADMIN_PASSWORD", "admin"))
     log("databases: create if missing, migrate, load the menu, ensure the admin user")

@@ -16,6 +16,7 @@ from common.inbox.tasks import consume
 from common.messaging.contract import Reply
 from common.messaging.envelope import Envelope, new_reply
 from common.outbox.models import OutboxMessage
+from common.tests.support import wire
 from orchestrator.sagas.models import Saga, SagaEvent
 from orchestrator.sagas.services import (
     cancellation_start,
@@ -42,7 +43,7 @@ def answer(
     reply = new_reply(
         command, Reply(ok=ok, reason=reason, result=result), source=command.destination or "x"
     )
-    return str(consume.apply(args=(reply.model_dump_json(),)).get())
+    return str(consume.apply(args=(wire(reply),)).get())
 
 
 def test_a_checkout_starts_with_its_first_command_in_the_outbox() -> None:
@@ -109,9 +110,7 @@ def test_a_reply_to_an_older_attempt_is_recorded_and_ignored() -> None:
 def test_a_duplicate_reply_is_applied_once() -> None:
     saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
     command = outstanding(saga)
-    reply = new_reply(
-        command, Reply(ok=True, result={"total": 700}), source="order"
-    ).model_dump_json()
+    reply = wire(new_reply(command, Reply(ok=True, result={"total": 700}), source="order"))
 
     results = [str(consume.apply(args=(reply,)).get()) for _ in range(2)]
 
@@ -124,7 +123,7 @@ def test_concurrent_replies_for_one_saga_are_serialised() -> None:
     command = outstanding(saga)
     # Two different replies to the same command (e.g. the participant answered twice).
     replies = [
-        new_reply(command, Reply(ok=True, result={"total": 700}), source="order").model_dump_json()
+        wire(new_reply(command, Reply(ok=True, result={"total": 700}), source="order"))
         for _ in range(2)
     ]
 
