@@ -201,3 +201,19 @@ def test_a_reply_for_no_saga_is_dead_lettered() -> None:
 
     assert answer(command) == "dead"
     assert DeadLetter.objects.get().reason == "unroutable"
+
+
+def test_a_genuine_reply_of_another_type_quoting_the_outstanding_command_is_forged() -> None:
+    from common.inbox.models import DeadLetter
+
+    saga = checkout_start(customer_id=uuid.uuid4(), items=ITEMS)
+    create = outstanding(saga)  # order.create_pending is outstanding
+    # The order service answering, with its own key, a command of another type of its own.
+    other = create.model_copy(update={"type": "order.approve"})
+
+    assert answer(other) == "dead"
+
+    assert DeadLetter.objects.get().reason == "forged"
+    saga.refresh_from_db()
+    assert (saga.current_step, saga.outstanding_command_id) == (0, create.id)
+    assert not saga.events.filter(kind="reply").exists()
