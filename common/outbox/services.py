@@ -23,9 +23,11 @@ WITH rows AS (
         (message_id, type, destination, envelope, status, attempts, available_at, created_at, last_error)
     SELECT m.message_id, m.type, m.destination, m.envelope, 'pending', 0, now(), clock_timestamp(), ''
     FROM jsonb_to_recordset(%s::jsonb) AS m(message_id uuid, type text, destination text, envelope jsonb)
-    -- Sending a message again (a stored reply, a requeued dead letter) revives its row.
+    -- Sending a message again (a stored reply, a requeued dead letter) revives its row, with
+    -- the envelope as signed now (by the sender's newest key).
     ON CONFLICT (message_id, destination) DO UPDATE
-        SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = ''
+        SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = '',
+            envelope = EXCLUDED.envelope
     RETURNING 1
 ){also}
 SELECT pg_notify(%s, (SELECT count(*) FROM rows)::text)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from account.accounts.handlers import HANDLERS as ACCOUNT_HANDLERS
@@ -16,7 +19,8 @@ from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
-from common.messaging.envelope import Envelope
+from common.messaging.envelope import Envelope, decode
+from common.messaging.keys import generate_key_pair
 from common.outbox.models import OutboxMessage
 from common.tests.support import debit_command, funded_account, registered_event, signed, wire
 
@@ -219,3 +223,38 @@ def test_a_task_message_with_several_envelopes_applies_each_once_and_retries_onl
 
 
 UNLUCKY_HANDLERS = {**ACCOUNT_HANDLERS, "account.debit": debit_unless_13}
+
+
+def test_a_stored_reply_re_sent_after_a_key_rotation_is_signed_with_the_new_key(
+    settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    customer_id = funded_account(1000)
+    command = debit_command(customer_id, 300)
+    deliver(command)
+    # The account service rotates: its new public key is listed everywhere, then it restarts
+    # with its new private key (copied next to the old ones here).
+    signing, verify = tmp_path / "signing", tmp_path / "verify"
+    shutil.copytree(settings.MESSAGE_SIGNING_KEYS_DIR, signing)
+    shutil.copytree(settings.MESSAGE_VERIFY_KEYS_DIR, verify)
+    generate_key_pair("account", signing_dir=signing, verify_dir=verify, kid="99999999T999999Z")
+    settings.MESSAGE_SIGNING_KEYS_DIR, settings.MESSAGE_VERIFY_KEYS_DIR = signing, verify
+    OutboxMessage.objects.update(status="sent", sent_at=timezone.now())
+
+    assert deliver(command) == "duplicate"
+
+    [row] = replies()
+    envelope, _ = decode(json.dumps(row.envelope), receiver="orchestrator")
+    assert envelope.signature is not None and envelope.signature.kid == "99999999T999999Z"
+    assert row.envelope["id"] == InboxMessage.objects.get(pk=command.id).reply["id"]  # type: ignore[index]
+
+
+def test_a_forged_message_is_counted() -> None:
+    def forged() -> float:
+        return REGISTRY.get_sample_value("inbox_dead_letters_total", {"reason": "forged"}) or 0.0
+
+    before = forged()
+
+    assert deliver(debit_command(uuid.uuid4(), 1).model_dump_json()) == "dead"  # unsigned
+
+    assert forged() == before + 1
+    assert DeadLetter.objects.get().reason == "forged"
