@@ -31,3 +31,8 @@ def ensure_message_keys(env: dict[str, str] | None = None) -> list[str]:
     if made:
         log(f"message keys: made a key pair for {', '.join(made)} (public keys in {verify_dir})")
     return made
+
+
+if __name__ == "__main__":
+    # `python -m deploy.local.keys`: the keys `make up` would make, e.g. before `docker compose up`.
+    ensure_message_keys()
