@@ -258,3 +258,10 @@ def test_a_forged_message_is_counted() -> None:
 
     assert forged() == before + 1
     assert DeadLetter.objects.get().reason == "forged"
+
+
+def test_a_forged_dead_letter_is_never_handed_back_to_the_queue() -> None:
+    deliver(debit_command(uuid.uuid4(), 1).model_dump_json())  # unsigned: forged
+
+    assert dead_letter_retry(ids=[DeadLetter.objects.get().pk]) == 0
+    assert not OutboxMessage.objects.exists()
