@@ -17,6 +17,14 @@ access_log_format = (
 )
 
 
+def when_ready(server: Any) -> None:
+    # Refuse to serve without this service's message keys, rather than fail at the first
+    # request that writes a message.
+    from common.messaging.keys import key_ring
+
+    key_ring()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     # A dead worker's live gauges must not linger in the shared Prometheus directory.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

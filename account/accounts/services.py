@@ -54,13 +54,29 @@ def account_deposit(*, actor: Principal, customer_id: uuid.UUID, amount: int) ->
         return _post(account, kind=LedgerEntry.Kind.DEPOSIT, amount=amount, order_id=None)
 
 
+def _customer_mismatch(order_id: uuid.UUID, customer_id: uuid.UUID) -> BusinessError:
+    return BusinessError(
+        "customer_mismatch",
+        f"Order {order_id} was not paid from the account of customer {customer_id}.",
+        status=409,
+    )
+
+
+def _check_payer(payment: OrderPayment | None, customer_id: uuid.UUID) -> None:
+    """A command acts on this service's own record of who paid, whatever customer it names."""
+    if payment is not None and payment.customer_id != customer_id:
+        raise _customer_mismatch(payment.order_id, customer_id)
+
+
 def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -> Posted:
     """Charge an order once. Charging it again returns the first charge; an order whose
-    payment was refunded or voided is never charged."""
+    payment was refunded or voided is never charged; an order already settled by another
+    customer's account is refused."""
     with use_case_atomic():
         # The account row lock serialises every movement of this balance (and of its orders).
         account = locked(Account, customer_id)
         payment = locked(OrderPayment, order_id)
+        _check_payer(payment, customer_id)
         if payment is not None:
             if payment.state == OrderPayment.State.CHARGED and account is not None:
                 entry = LedgerEntry.objects.get(order_id=order_id, kind=LedgerEntry.Kind.CHARGE)
@@ -87,11 +103,20 @@ def account_debit(*, customer_id: uuid.UUID, order_id: uuid.UUID, amount: int) -
 
 
 def account_refund(*, customer_id: uuid.UUID, order_id: uuid.UUID) -> Posted | None:
-    """Give back what the order was charged, once. With no charge yet, void the order so a
-    late debit cannot charge it. Returns the refund entry, or None if nothing moved."""
+    """Give back what the order was charged, once, to the account it was charged to. With no
+    charge yet, void the order so a late debit cannot charge it. Returns the refund entry, or
+    None if nothing moved.
+
+    A refund naming another customer than the one who paid is refused (``customer_mismatch``,
+    a business failure: nothing moves, and the sender is told why).
+    """
     with use_case_atomic():
+        # Who paid is read first (it never changes once recorded), so the locks are taken in
+        # the order every debit takes them: the account, then the payment.
+        _check_payer(OrderPayment.objects.filter(pk=order_id).first(), customer_id)
         account = locked(Account, customer_id)
         payment = locked(OrderPayment, order_id)
+        _check_payer(payment, customer_id)  # recorded meanwhile by a concurrent debit
         if payment is None:
             OrderPayment.objects.create(
                 order_id=order_id,

@@ -36,6 +36,8 @@ class DeadLetter(models.Model):
         NO_HANDLER = "no_handler"
         UNROUTABLE = "unroutable"  # valid, but refers to nothing here (e.g. a reply to no saga)
         HANDLER_ERROR = "handler_error"
+        # Unsigned, badly signed, or off the contract's routes: never believed, never handled.
+        FORGED = "forged"
 
     id = models.BigAutoField(primary_key=True)
     reason = models.CharField(max_length=20, choices=Reason.choices)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 from common.messaging.routing import SERVICES
 
@@ -65,6 +65,9 @@ def make_celery_app(service: str) -> Celery:
         worker_consumer="common.inbox.consumer:DeadLetteringConsumer",
         imports=("common.inbox.tasks",),
         worker_send_task_events=True,
+        # No remote control: a worker obeys no broadcast (shutdown, pool changes, rate limits,
+        # revokes) from whoever can reach Redis. Flower still shows tasks, from their events.
+        worker_enable_remote_control=False,
         task_send_sent_event=False,
         timezone="UTC",
         enable_utc=True,
@@ -88,6 +91,14 @@ def housekeeping_schedule() -> dict[str, dict[str, Any]]:
         }
         for service in SERVICES
     }
+
+
+@worker_init.connect
+def _load_message_keys(**_: object) -> None:
+    """Refuse to start without this service's message keys, rather than fail on each message."""
+    from common.messaging.keys import key_ring
+
+    key_ring()
 
 
 @worker_ready.connect

@@ -3,6 +3,11 @@
 Commands name the service that handles them (``<service>.<verb>``); events name the service that
 emits them (``<service>.<event>``) and list their subscribers. Each command is answered by one
 reply, ``<command>.reply``, whose payload is a :class:`Reply`.
+
+It also says who may send each type to whom (:func:`route_of`): commands only from the
+orchestrator to the service that handles them, replies only from that service back to the
+orchestrator, events only from their emitter to their subscribers. A received message off its
+route is forged (:func:`route_violation`).
 """
 
 from __future__ import annotations
@@ -117,6 +122,50 @@ MESSAGES: Final[dict[str, MessageType]] = {
     **{m.reply_name: MessageType(m.reply_name, Kind.REPLY, Reply, m.service) for m in _COMMANDS},
     **{m.name: m for m in _EVENTS},
 }
+
+
+# The only service that sends commands (and so the only queue a reply may go to).
+COMMANDER: Final = "orchestrator"
+
+
+@dataclass(frozen=True)
+class Route:
+    senders: tuple[str, ...]
+    recipients: tuple[str, ...]
+    # Where a reply may be sent: a command names one of these; other kinds name none.
+    reply_to: tuple[str, ...] = ()
+
+
+def route_of(spec: MessageType) -> Route:
+    if spec.kind is Kind.COMMAND:
+        return Route(senders=(COMMANDER,), recipients=(spec.service,), reply_to=(COMMANDER,))
+    if spec.kind is Kind.REPLY:
+        return Route(senders=(spec.service,), recipients=(COMMANDER,))
+    return Route(senders=(spec.service,), recipients=spec.subscribers)
+
+
+def route_violation(
+    spec: MessageType,
+    *,
+    source: str,
+    destination: str | None,
+    reply_to: str | None,
+    receiver: str,
+) -> str | None:
+    """Why a message of this type, so addressed and received by ``receiver``, is off its route
+    (None if it is on it)."""
+    route = route_of(spec)
+    if source not in route.senders:
+        return f"{spec.name} may be sent by {', '.join(route.senders)}, not {source!r}"
+    if destination not in route.recipients:
+        return f"{spec.name} may go to {', '.join(route.recipients)}, not {destination!r}"
+    if destination != receiver:
+        return f"addressed to {destination!r}, received by {receiver!r}"
+    if route.reply_to and reply_to not in route.reply_to:
+        return f"{spec.name} asks for replies at {reply_to!r}, not {', '.join(route.reply_to)}"
+    if not route.reply_to and reply_to is not None:
+        return f"a {spec.kind} names no reply_to, this one names {reply_to!r}"
+    return None
 
 
 class UnknownMessageType(LookupError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.messaging.contract import Kind, Payload, Reply, message_type, reply_type
+from common.messaging.contract import (
+    Kind,
+    Payload,
+    Reply,
+    message_type,
+    reply_type,
+    route_of,
+    route_violation,
+)
+from common.messaging.signing import BadSignature, KeyRing
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +35,15 @@ class Correlation(BaseModel):
     step: str | None = None
     attempt: int | None = None
     in_reply_to: uuid.UUID | None = None
+
+
+class Signature(BaseModel):
+    """The sender's Ed25519 signature of the rest of the envelope (``common.messaging.signing``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kid: str = Field(min_length=1, max_length=64)
+    sig: str = Field(min_length=1, max_length=128)
 
 
 class Envelope(BaseModel):
@@ -42,6 +61,8 @@ class Envelope(BaseModel):
     # Tracing: the message or request that caused this one, and the trace it belongs to.
     headers: dict[str, str] = Field(default_factory=dict)
     payload: dict[str, Any]
+    # Set by the outbox as the envelope is written for one queue; required on receipt.
+    signature: Signature | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -123,12 +144,17 @@ def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
 
 
 def new_reply(command: Envelope, reply: Reply, *, source: str) -> Envelope:
+    type_name = reply_type(command.type)
+    # reply_to becomes a Redis queue name: only ever one the contract names.
+    destination = command.reply_to or command.source
+    if destination not in route_of(message_type(type_name)).recipients:
+        raise ValueError(f"{type_name} cannot be sent to {destination!r}")
     return Envelope(
         id=uuid.uuid4(),
-        type=reply_type(command.type),
+        type=type_name,
         kind=Kind.REPLY,
         source=source,
-        destination=command.reply_to or command.source,
+        destination=destination,
         created_at=datetime.now(UTC),
         correlation=command.correlation.model_copy(update={"in_reply_to": command.id}),
         headers=causation_of(command),
@@ -136,17 +162,30 @@ def new_reply(command: Envelope, reply: Reply, *, source: str) -> Envelope:
     )
 
 
-def decode(raw: str | bytes) -> tuple[Envelope, Payload]:
-    """Parse and validate a received message; raise :class:`InvalidMessage` if it never can be."""
+def decode(
+    raw: str | bytes, *, receiver: str | None = None, keys: KeyRing | None = None
+) -> tuple[Envelope, Payload]:
+    """Parse, authenticate and validate a message received by ``receiver`` (by default this
+    service); raise :class:`InvalidMessage` if it never can be handled.
+
+    The signature is checked first, on the parsed document, before any field is believed; then
+    the envelope and payload schemas; then the contract's route (who may send this type to
+    whom). A bad or missing signature or a message off its route is ``forged``.
+    """
     try:
-        envelope = Envelope.model_validate_json(raw)
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessage("undecodable", f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidMessage("invalid_envelope", "an envelope is a JSON object")
+    try:
+        (keys or _service_keys()).verify(document)
+    except BadSignature as exc:
+        raise InvalidMessage("forged", str(exc)) from None
+    try:
+        envelope = Envelope.model_validate(document)
     except ValidationError as exc:
-        reason = (
-            "undecodable"
-            if any(e["type"] == "json_invalid" for e in exc.errors())
-            else "invalid_envelope"
-        )
-        raise InvalidMessage(reason, str(exc)) from exc
+        raise InvalidMessage("invalid_envelope", str(exc)) from exc
     try:
         spec = message_type(envelope.type)
     except LookupError:
@@ -155,8 +194,29 @@ def decode(raw: str | bytes) -> tuple[Envelope, Payload]:
         raise InvalidMessage(
             "invalid_envelope", f"{envelope.type} is a {spec.kind}, not a {envelope.kind}"
         )
+    violation = route_violation(
+        spec,
+        source=envelope.source,
+        destination=envelope.destination,
+        reply_to=envelope.reply_to,
+        receiver=receiver or _service_name(),
+    )
+    if violation is not None:
+        raise InvalidMessage("forged", violation)
     try:
         payload = spec.payload.model_validate(envelope.payload)
     except ValidationError as exc:
         raise InvalidMessage("invalid_payload", str(exc)) from exc
     return envelope, payload
+
+
+def _service_keys() -> KeyRing:
+    from common.messaging.keys import key_ring
+
+    return key_ring()
+
+
+def _service_name() -> str:
+    from django.conf import settings
+
+    return str(settings.SERVICE_NAME)

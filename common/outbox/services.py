@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from common.messaging.contract import Kind, Payload, message_type
 from common.messaging.envelope import Envelope, new_event
+from common.messaging.keys import key_ring
+from common.messaging.signing import KeyRing
 from common.outbox.models import OutboxMessage
 
 INSERT_AND_NOTIFY = """
@@ -21,9 +23,11 @@ WITH rows AS (
         (message_id, type, destination, envelope, status, attempts, available_at, created_at, last_error)
     SELECT m.message_id, m.type, m.destination, m.envelope, 'pending', 0, now(), clock_timestamp(), ''
     FROM jsonb_to_recordset(%s::jsonb) AS m(message_id uuid, type text, destination text, envelope jsonb)
-    -- Sending a message again (a stored reply, a requeued dead letter) revives its row.
+    -- Sending a message again (a stored reply, a requeued dead letter) revives its row, with
+    -- the envelope as signed now (by the sender's newest key).
     ON CONFLICT (message_id, destination) DO UPDATE
-        SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = ''
+        SET status = 'pending', attempts = 0, available_at = now(), sent_at = NULL, last_error = '',
+            envelope = EXCLUDED.envelope
     RETURNING 1
 ){also}
 SELECT pg_notify(%s, (SELECT count(*) FROM rows)::text)
@@ -54,8 +58,39 @@ def _destinations(envelope: Envelope) -> tuple[str, ...]:
     return (envelope.destination,)
 
 
+def _signed_rows(
+    envelope: Envelope, destination: str | None, keys: KeyRing
+) -> list[dict[str, object]]:
+    """The envelope as written for each of its queues. The key ring's service signs its own
+    messages for each queue (the destination is signed too; a re-sent stored reply is signed
+    afresh, with the newest key); another service's message (a dead letter handed back to this
+    service's queue) keeps its sender's signature, so it can only go where it was addressed."""
+    body = envelope.to_json_dict()
+    mine = keys.signer is not None and envelope.source == keys.signer.service
+    rows = []
+    for queue in (destination,) if destination else _destinations(envelope):
+        if mine:
+            document = keys.sign({**body, "destination": queue})
+        elif queue == envelope.destination and envelope.signature is not None:
+            document = body
+        else:
+            raise ValueError(f"{envelope.source}'s {envelope.type} cannot be sent to {queue}")
+        rows.append(
+            {
+                "message_id": body["id"],
+                "type": envelope.type,
+                "destination": queue,
+                "envelope": document,
+            }
+        )
+    return rows
+
+
 def outbox_put(
-    *envelopes: Envelope, destination: str | None = None, also: Sequence[Also] = ()
+    *envelopes: Envelope,
+    destination: str | None = None,
+    also: Sequence[Also] = (),
+    keys: KeyRing | None = None,
 ) -> None:
     """Write messages to the outbox and wake the relays when the transaction commits.
 
@@ -63,23 +98,16 @@ def outbox_put(
     only on commit, and never if the transaction rolls back. ``destination`` overrides where
     the messages go (used to hand a dead letter back to this service's own queue). ``also``
     joins more statements (the inbox storing a reply, a saga's transition) to the same round
-    trip; they run even when there is no message to write.
+    trip; they run even when there is no message to write. ``keys`` signs them (this
+    service's key ring by default).
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise OutsideTransaction("outbox_put must run inside transaction.atomic()")
-    rows = []
-    for envelope in envelopes:
-        body = envelope.to_json_dict()
-        for queue in (destination,) if destination else _destinations(envelope):
-            rows.append(
-                {
-                    "message_id": body["id"],
-                    "type": envelope.type,
-                    "destination": queue,
-                    "envelope": {**body, "destination": queue},
-                }
-            )
+    rows: list[dict[str, object]] = []
+    if envelopes:
+        ring = keys or key_ring()
+        rows = [row for e in envelopes for row in _signed_rows(e, destination, ring)]
     ctes = "".join(f", {a.name} AS ({a.sql})" for a in also)
     also_params = [p for a in also for p in a.params]
     if rows:

@@ -13,6 +13,7 @@ from typing import Any
 
 import environ
 
+from common.messaging.keys import MESSAGE_KEYS_DIR
 from common.messaging.routing import SERVICES
 from common.settings.database import database_url
 
@@ -240,6 +241,14 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "PROMETHEUS_EXPORT_MIGRATIONS": False,
         # Messaging: outbox relay, inbox, dead letters (see common.outbox and common.inbox).
         "MESSAGE_HANDLERS": handlers,
+        # This service's private signing key(s) and every service's public keys (see
+        # common.messaging.keys); `make up` creates both under var/message-keys if missing.
+        "MESSAGE_SIGNING_KEYS_DIR": Path(
+            env.str("MESSAGE_SIGNING_KEYS_DIR", default=str(MESSAGE_KEYS_DIR / service))
+        ),
+        "MESSAGE_VERIFY_KEYS_DIR": Path(
+            env.str("MESSAGE_VERIFY_KEYS_DIR", default=str(MESSAGE_KEYS_DIR / "public"))
+        ),
         "OUTBOX_BATCH_SIZE": env.int("OUTBOX_BATCH_SIZE", default=500),
         "OUTBOX_POLL_INTERVAL": env.float("OUTBOX_POLL_INTERVAL", default=1.0),
         "OUTBOX_LINGER_MS": env.float("OUTBOX_LINGER_MS", default=20.0),

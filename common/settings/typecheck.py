@@ -4,6 +4,7 @@ run sees every model. No process runs with these settings.
 The plugin reads settings statically, so the project's own settings are declared with types here.
 """
 
+from pathlib import Path
 from typing import Any
 
 from common.settings import service_settings
@@ -21,6 +22,8 @@ FORWARDED_ALLOW_IPS: list[str] = _settings["FORWARDED_ALLOW_IPS"]
 IDEMPOTENCY_RETENTION_HOURS: float = _settings["IDEMPOTENCY_RETENTION_HOURS"]
 PRUNE_BATCH_SIZE: int = _settings["PRUNE_BATCH_SIZE"]
 MESSAGE_HANDLERS: str = _settings["MESSAGE_HANDLERS"]
+MESSAGE_SIGNING_KEYS_DIR: Path = _settings["MESSAGE_SIGNING_KEYS_DIR"]
+MESSAGE_VERIFY_KEYS_DIR: Path = _settings["MESSAGE_VERIFY_KEYS_DIR"]
 OUTBOX_BATCH_SIZE: int = _settings["OUTBOX_BATCH_SIZE"]
 OUTBOX_POLL_INTERVAL: float = _settings["OUTBOX_POLL_INTERVAL"]
 OUTBOX_LINGER_MS: float = _settings["OUTBOX_LINGER_MS"]

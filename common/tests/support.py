@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
 
 from common.messaging.contract import AccountMovement, CustomerRegistered
 from common.messaging.envelope import Correlation, Envelope, new_command, new_event
+from common.messaging.keys import load_key_ring
+from common.messaging.signing import KeyRing, SigningKey
 from common.outbox.services import outbox_put
 from common.testing import OPERATOR
 
@@ -66,9 +71,62 @@ def funded_account(balance: int) -> uuid.UUID:
     return customer_id
 
 
+@functools.cache
+def _keys_of(service: str, signing_dir: str, verify_dir: str) -> KeyRing:
+    return load_key_ring(service, signing_dir=Path(signing_dir), verify_dir=Path(verify_dir))
+
+
+def keys_of(service: str) -> KeyRing:
+    """The key ring ``service`` has in this test run (every service's key is on this machine)."""
+    return _keys_of(
+        service, str(settings.MESSAGE_SIGNING_KEYS_DIR), str(settings.MESSAGE_VERIFY_KEYS_DIR)
+    )
+
+
+def signed(document: dict[str, Any], *, by: str | None = None) -> str:
+    """The document signed with the key of ``by`` (by default its own ``source``), as JSON."""
+    return json.dumps(keys_of(by or document["source"]).sign(document))
+
+
+def wire(envelope: Envelope, *, destination: str | None = None) -> str:
+    """The envelope as its sender puts it on a queue (this service's, unless it names one)."""
+    document = envelope.to_json_dict()
+    document["destination"] = destination or envelope.destination or settings.SERVICE_NAME
+    return signed(document)
+
+
+def forged_signed(
+    document: dict[str, Any], *, kid: str | None = None, by: str | None = None
+) -> str:
+    """The document signed as its ``source`` by someone without that service's key: with a key
+    of their own (``by=None``) or with the key of service ``by``, under ``kid`` (by default
+    the kid the real sender's newest key has)."""
+    source = document["source"]
+    real = keys_of(source).signer
+    lent = keys_of(by).signer if by else None
+    assert real is not None
+    private = lent.private if lent else Ed25519PrivateKey.generate()
+    impostor = KeyRing(signer=SigningKey(source, kid or real.kid, private), public={})
+    return json.dumps(impostor.sign(document))
+
+
+def push(client: redis.Redis, queue: str, *raw_envelopes: str) -> None:
+    """Put envelopes on a queue as one task message each, as anyone who can reach Redis can."""
+    from celery import current_app
+
+    from common.messaging.transport import Outgoing, Publisher
+
+    publisher = Publisher(current_app)
+    for raw in raw_envelopes:
+        message_id = str(json.loads(raw).get("id", uuid.uuid4()))
+        client.lpush(queue, publisher.encode([Outgoing(queue, message_id, "?", raw)]))
+
+
 def put(*envelopes: Envelope) -> None:
+    """Write envelopes to this service's outbox as their senders would have signed them."""
     with transaction.atomic():
-        outbox_put(*envelopes)
+        for envelope in envelopes:
+            outbox_put(envelope, keys=keys_of(envelope.source))
 
 
 def wait_until(

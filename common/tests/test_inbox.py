@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from account.accounts.handlers import HANDLERS as ACCOUNT_HANDLERS
@@ -16,15 +19,16 @@ from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
-from common.messaging.envelope import Envelope
+from common.messaging.envelope import Envelope, decode
+from common.messaging.keys import generate_key_pair
 from common.outbox.models import OutboxMessage
-from common.tests.support import debit_command, funded_account, registered_event
+from common.tests.support import debit_command, funded_account, registered_event, signed, wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def deliver(envelope: Envelope | str) -> str:
-    raw = envelope if isinstance(envelope, str) else envelope.model_dump_json()
+    raw = envelope if isinstance(envelope, str) else wire(envelope)
     return str(consume.apply(args=(raw,)).get())
 
 
@@ -90,20 +94,19 @@ def test_customer_registered_opens_the_account_once() -> None:
     ("raw", "reason"),
     [
         ("{not json", "undecodable"),
-        (json.dumps({"id": "x"}), "invalid_envelope"),
+        ("[" * 5000, "undecodable"),
+        ("NOT_AN_ENVELOPE", "invalid_envelope"),
         ("UNKNOWN", "unknown_type"),
         ("BAD_PAYLOAD", "invalid_payload"),
-        ("REPLY", "no_handler"),
     ],
 )
 def test_messages_that_can_never_be_handled_are_dead_lettered(raw: str, reason: str) -> None:
+    # Signed by their sender after the change: each reaches the check it is meant to fail.
     good = debit_command(uuid.uuid4(), 1).model_dump(mode="json")
     raw = {
-        "UNKNOWN": json.dumps({**good, "type": "account.teleport"}),
-        "BAD_PAYLOAD": json.dumps({**good, "payload": {"amount": -5}}),
-        "REPLY": json.dumps(
-            {**good, "type": "account.debit.reply", "kind": "reply", "payload": {"ok": True}}
-        ),
+        "NOT_AN_ENVELOPE": signed({"id": "x", "source": "orchestrator"}),
+        "UNKNOWN": signed({**good, "type": "account.teleport"}),
+        "BAD_PAYLOAD": signed({**good, "payload": {"amount": -5}}),
     }.get(raw, raw)
 
     assert deliver(raw) == "dead"
@@ -113,6 +116,19 @@ def test_messages_that_can_never_be_handled_are_dead_lettered(raw: str, reason: 
     assert letter.raw_body == raw
     assert letter.error
     assert InboxMessage.objects.count() == 0
+
+
+NO_DEBIT_HANDLERS = {k: v for k, v in ACCOUNT_HANDLERS.items() if k != "account.debit"}
+
+
+def test_a_message_this_service_has_no_handler_for_is_dead_lettered(
+    settings: SettingsWrapper,
+) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.NO_DEBIT_HANDLERS"
+
+    assert deliver(debit_command(uuid.uuid4(), 1)) == "dead"
+
+    assert DeadLetter.objects.get().reason == "no_handler"
 
 
 def test_a_task_call_of_the_wrong_shape_is_dead_lettered() -> None:
@@ -194,7 +210,7 @@ def test_a_task_message_with_several_envelopes_applies_each_once_and_retries_onl
     unlucky = debit_command(uuid.uuid4(), 13)
     batch = [debit_command(first, 100), unlucky, debit_command(second, 200)]
 
-    consume.apply(args=tuple(e.model_dump_json() for e in batch)).get()
+    consume.apply(args=tuple(wire(e) for e in batch)).get()
 
     assert Account.objects.get(pk=first).balance == 900
     assert Account.objects.get(pk=second).balance == 800
@@ -207,3 +223,45 @@ def test_a_task_message_with_several_envelopes_applies_each_once_and_retries_onl
 
 
 UNLUCKY_HANDLERS = {**ACCOUNT_HANDLERS, "account.debit": debit_unless_13}
+
+
+def test_a_stored_reply_re_sent_after_a_key_rotation_is_signed_with_the_new_key(
+    settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    customer_id = funded_account(1000)
+    command = debit_command(customer_id, 300)
+    deliver(command)
+    # The account service rotates: its new public key is listed everywhere, then it restarts
+    # with its new private key (copied next to the old ones here).
+    signing, verify = tmp_path / "signing", tmp_path / "verify"
+    shutil.copytree(settings.MESSAGE_SIGNING_KEYS_DIR, signing)
+    shutil.copytree(settings.MESSAGE_VERIFY_KEYS_DIR, verify)
+    generate_key_pair("account", signing_dir=signing, verify_dir=verify, kid="99999999T999999Z")
+    settings.MESSAGE_SIGNING_KEYS_DIR, settings.MESSAGE_VERIFY_KEYS_DIR = signing, verify
+    OutboxMessage.objects.update(status="sent", sent_at=timezone.now())
+
+    assert deliver(command) == "duplicate"
+
+    [row] = replies()
+    envelope, _ = decode(json.dumps(row.envelope), receiver="orchestrator")
+    assert envelope.signature is not None and envelope.signature.kid == "99999999T999999Z"
+    assert row.envelope["id"] == InboxMessage.objects.get(pk=command.id).reply["id"]  # type: ignore[index]
+
+
+def test_a_forged_message_is_counted() -> None:
+    def forged() -> float:
+        return REGISTRY.get_sample_value("inbox_dead_letters_total", {"reason": "forged"}) or 0.0
+
+    before = forged()
+
+    assert deliver(debit_command(uuid.uuid4(), 1).model_dump_json()) == "dead"  # unsigned
+
+    assert forged() == before + 1
+    assert DeadLetter.objects.get().reason == "forged"
+
+
+def test_a_forged_dead_letter_is_never_handed_back_to_the_queue() -> None:
+    deliver(debit_command(uuid.uuid4(), 1).model_dump_json())  # unsigned: forged
+
+    assert dead_letter_retry(ids=[DeadLetter.objects.get().pk]) == 0
+    assert not OutboxMessage.objects.exists()

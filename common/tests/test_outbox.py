@@ -25,7 +25,14 @@ from common.outbox.services import (
     outbox_put,
     outbox_requeue,
 )
-from common.tests.support import broker, debit_command, put, queued, registered_event
+from common.tests.support import (
+    broker,
+    debit_command,
+    keys_of,
+    put,
+    queued,
+    registered_event,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +52,7 @@ def relay() -> Relay:
 
 def test_writing_outside_a_transaction_is_refused() -> None:
     with pytest.raises(OutsideTransaction):
-        outbox_put(debit_command(uuid.uuid4(), 100))
+        outbox_put(debit_command(uuid.uuid4(), 100), keys=keys_of("orchestrator"))
 
     assert OutboxMessage.objects.count() == 0
 
@@ -56,7 +63,7 @@ def test_a_rolled_back_change_never_publishes(relay: Relay, clean_broker: redis.
 
     def change_that_fails() -> None:
         with transaction.atomic():
-            outbox_put(debit_command(uuid.uuid4(), 100))
+            outbox_put(debit_command(uuid.uuid4(), 100), keys=keys_of("orchestrator"))
             raise Boom
 
     with pytest.raises(Boom):
@@ -98,7 +105,7 @@ def test_commit_wakes_the_relay_and_rollback_does_not() -> None:
     def rolled_back() -> None:
         try:
             with transaction.atomic():
-                outbox_put(debit_command(uuid.uuid4(), 1))
+                outbox_put(debit_command(uuid.uuid4(), 1), keys=keys_of("orchestrator"))
                 raise RuntimeError
         except RuntimeError:
             pass

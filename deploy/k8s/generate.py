@@ -39,6 +39,8 @@ CONFIG_DEFAULTS: Mapping[str, str] = {
     # Whose X-Forwarded-For and -Proto gunicorn and Django believe: the pod's Istio sidecar,
     # which connects to the app from 127.0.0.6 (::6); any other peer is taken as the client.
     "FORWARDED_ALLOW_IPS": "127.0.0.6,::6",
+    "MESSAGE_SIGNING_KEYS_DIR": manifests.SIGNING_KEYS_DIR,
+    "MESSAGE_VERIFY_KEYS_DIR": manifests.VERIFY_KEYS_DIR,
     # The root filesystem is read-only; the image's HOME (/app) is too.
     "HOME": "/tmp",  # noqa: S108 — an emptyDir of the pod's own
 }

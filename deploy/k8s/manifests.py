@@ -23,6 +23,16 @@ EXPORTER = "cafe-metrics-exporter"
 MULTIPROC_DIR = "/var/run/prometheus"
 READY_FILE = "/tmp/ready"  # noqa: S108 — an emptyDir of the pod's own
 EXPORTER_SCRIPT = "/etc/cafe/metrics_exporter.py"
+# Message signing (common.messaging.keys): each service's private key in a Secret of its own,
+# every service's public key in one ConfigMap. Both are made outside the base (README, "Message
+# signing keys"): a pod that lacks them does not start, rather than run with made-up keys.
+SIGNING_KEYS_DIR = "/run/secrets/message-signing"
+VERIFY_KEYS_DIR = "/etc/cafe/message-keys"
+VERIFY_KEYS = "message-verify-keys"
+
+
+def signing_secret(service: str) -> str:
+    return f"{service}-message-key"
 
 
 def name_labels(name: str, service: str, component: str) -> dict[str, str]:
@@ -98,6 +108,25 @@ def container(name: str, args: list[str], res: Obj, *extra_env: tuple[str, str])
             {"name": "metrics", "mountPath": MULTIPROC_DIR},
         ],
     }
+
+
+def with_message_keys(template: Obj, service: str) -> Obj:
+    """Give the pod's first container this service's signing key and everyone's public keys
+    (the web and worker sign and verify; the relay only forwards what is signed already)."""
+    spec = template["spec"]
+    spec["volumes"] += [
+        # 0440 and the pod's fsGroup: readable by the app's user, by no other.
+        {
+            "name": "message-signing",
+            "secret": {"secretName": signing_secret(service), "defaultMode": 0o440},
+        },
+        {"name": "message-verify", "configMap": {"name": VERIFY_KEYS}},
+    ]
+    spec["containers"][0]["volumeMounts"] += [
+        {"name": "message-signing", "mountPath": SIGNING_KEYS_DIR, "readOnly": True},
+        {"name": "message-verify", "mountPath": VERIFY_KEYS_DIR, "readOnly": True},
+    ]
+    return template
 
 
 def wait_for_migrations(service: str) -> Obj:
@@ -236,11 +265,14 @@ def web(service: str) -> list[Obj]:
         # Keep serving while the endpoint is withdrawn from the sidecars and the gateway.
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
     }
-    template = pod(
-        labels,
-        [main],
-        metrics=(WEB_PORT, f"/{service}/metrics"),
-        init=[wait_for_migrations(service)],
+    template = with_message_keys(
+        pod(
+            labels,
+            [main],
+            metrics=(WEB_PORT, f"/{service}/metrics"),
+            init=[wait_for_migrations(service)],
+        ),
+        service,
     )
     rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     return [
@@ -286,6 +318,8 @@ def consumer(service: str, kind: str, args: list[str], res: Obj, *, replicas: in
         # A worker's warm shutdown finishes its running tasks (late ack redelivers the rest).
         grace_s=60 if kind == "worker" else 30,
     )
+    if kind == "worker":
+        template = with_message_keys(template, service)
     return deployment(name, labels, template, replicas=replicas)
 
 

@@ -32,6 +32,7 @@ from deploy.gateway import envoy, nginx
 from deploy.gateway.routes import FLOWER
 from deploy.local.backing import ensure_postgres, ensure_redis
 from deploy.local.identity import ensure_token_keys, identity_env, token_keys_dir
+from deploy.local.keys import ensure_message_keys
 from deploy.local.layout import ROOT, Stack, log, venv_bin
 from deploy.local.processes import NGINX, Program, programs
 from deploy.local.supervisor import is_running, supervisor_conf, supervisorctl
@@ -74,6 +75,7 @@ def prepare(stack: Stack) -> None:
     ensure_nginx(stack)
     ensure_postgres(stack)
     ensure_redis(stack)
+    ensure_message_keys(stack.env)
     stack.env.setdefault("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
     stack.env.setdefault("ADMIN_PASSWORD", os.environ.get("ADMIN_PASSWORD", "admin"))
     ensure_token_keys(stack)

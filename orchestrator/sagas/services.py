@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from common.api.errors import BusinessError, NotFoundError
 from common.auth.principal import Principal
-from common.messaging.contract import Reply
+from common.messaging.contract import Reply, reply_type
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
 from common.outbox.services import Also, outbox_put
 from common.transactions import locked, use_case_atomic
@@ -276,6 +276,7 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
             }
             SagaEvent.objects.create(saga=saga, **received)
             return
+        _check_answers_outstanding(saga, message)
         saga.outstanding_command_id = None
         outcome = engine.on_reply(
             definition_of(saga),
@@ -286,6 +287,21 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
             policy=policy(),
         )
         _apply(saga, outcome, events=[received])
+
+
+def _check_answers_outstanding(saga: Saga, message: Envelope) -> None:
+    """A reply quoting the outstanding command's id must also be the reply to that command's
+    type and step: the contract lets each participant answer only its own commands, and this
+    holds it to the one it was sent. Anything else is forged (dead-lettered, no effect)."""
+    step = definition_of(saga).steps[saga.current_step]
+    command = step.compensation if saga.phase == Phase.COMPENSATE else step.command
+    expected = reply_type(command or "")
+    if message.type != expected or message.correlation.step != step.name:
+        raise InvalidMessage(
+            "forged",
+            f"{message.type} for step {message.correlation.step!r} quotes the outstanding "
+            f"command of saga {saga.id}, which awaits {expected} for step {step.name!r}",
+        )
 
 
 def saga_sweep(*, limit: int = 200) -> int:

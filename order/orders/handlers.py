@@ -49,13 +49,16 @@ def on_create_pending(message: Envelope, payload: OrderCreatePending) -> dict[st
 
 
 def on_approve(message: Envelope, payload: OrderRef) -> dict[str, Any]:
-    return _summary(order_approve(order_id=payload.order_id))
+    return _summary(order_approve(order_id=payload.order_id, saga_id=message.correlation.saga_id))
 
 
 def on_reject(message: Envelope, payload: OrderReject) -> dict[str, Any]:
     return _summary(
         order_reject(
-            order_id=payload.order_id, customer_id=payload.customer_id, reason=payload.reason
+            order_id=payload.order_id,
+            customer_id=payload.customer_id,
+            reason=payload.reason,
+            saga_id=message.correlation.saga_id,
         )
     )
 

@@ -28,13 +28,15 @@ def order_create_pending(
 ) -> Order:
     """Create the order as ``pending`` with prices from the menu.
 
-    Idempotent on ``order_id``: creating it again returns the order as it is. An item not on
-    the menu stores the order as ``rejected`` with reason ``unknown_menu_item``, so the
-    customer can still see what was refused and why.
+    Idempotent on ``order_id``: creating it again returns the order as it is (an order of
+    another customer under that id is refused). An item not on the menu stores the order as
+    ``rejected`` with reason ``unknown_menu_item``, so the customer can still see what was
+    refused and why.
     """
     with use_case_atomic():
         existing = locked(Order, order_id)
         if existing is not None:
+            _check_owner(existing, customer_id)
             return existing
         menu = MenuItem.objects.in_bulk({line.menu_item_id for line in items})
         known = all(
@@ -85,30 +87,56 @@ def _refuse(code: str, order_id: uuid.UUID, state: str | None) -> BusinessError:
     )
 
 
-def order_approve(*, order_id: uuid.UUID) -> Order:
-    """pending → approved; approving an approved order again answers the same."""
+def _check_owner(order: Order, customer_id: uuid.UUID) -> None:
+    """A command acts on this service's record of whose order it is, whatever it claims."""
+    if order.customer_id != customer_id:
+        raise BusinessError(
+            "customer_mismatch",
+            f"Order {order.id} is not an order of customer {customer_id}.",
+            status=409,
+        )
+
+
+def _check_saga(order: Order, saga_id: uuid.UUID | None) -> None:
+    """A pending order is semantically locked by the saga that created it: only that saga may
+    approve or reject it."""
+    if order.saga_id is not None and order.saga_id != saga_id:
+        raise BusinessError(
+            "order_locked", f"Order {order.id} belongs to another saga.", status=409
+        )
+
+
+def order_approve(*, order_id: uuid.UUID, saga_id: uuid.UUID | None) -> Order:
+    """pending → approved, by the saga that created it; approving an approved order again
+    answers the same."""
     with use_case_atomic():
         order = _locked(order_id)
         if order is not None and order.state == Order.State.APPROVED:
             return order
         if order is None or order.state != Order.State.PENDING:
             raise _refuse("order_not_pending", order_id, order.state if order else None)
+        _check_saga(order, saga_id)
         return _move(order, Order.State.APPROVED, saga_id=None)
 
 
-def order_reject(*, order_id: uuid.UUID, customer_id: uuid.UUID, reason: str) -> Order:
-    """pending → rejected. An order never created (its creation timed out) is stored rejected,
-    so a late creation finds it and changes nothing."""
+def order_reject(
+    *, order_id: uuid.UUID, customer_id: uuid.UUID, reason: str, saga_id: uuid.UUID | None
+) -> Order:
+    """pending → rejected, by the saga that created it. An order never created (its creation
+    timed out) is stored rejected for the customer the command names (there is no record of
+    its own yet), so a late creation finds it and changes nothing."""
     with use_case_atomic():
         order = _locked(order_id)
         if order is None:
             return Order.objects.create(
                 id=order_id, customer_id=customer_id, state=Order.State.REJECTED, reason=reason
             )
+        _check_owner(order, customer_id)
         if order.state == Order.State.REJECTED:
             return order
         if order.state != Order.State.PENDING:
             raise _refuse("order_not_rejectable", order_id, order.state)
+        _check_saga(order, saga_id)
         return _move(order, Order.State.REJECTED, saga_id=None, reason=reason)
 
 

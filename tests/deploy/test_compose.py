@@ -255,3 +255,16 @@ def test_healthcheck_passes_on_2xx_only(http_server: str, monkeypatch: pytest.Mo
 def test_healthcheck_fails_when_nothing_listens(http_server: str) -> None:
     closed = http_server.rsplit(":", 1)[0] + ":1"
     assert healthcheck.main([f"{closed}/customer/readyz"]) == 1
+
+
+def test_each_web_and_worker_mounts_its_own_signing_key_only(compose: dict[str, Service]) -> None:
+    keys = "${MESSAGE_KEYS_DIR:-./var/message-keys}"
+    for name, service in compose.items():
+        volumes = service.get("volumes", [])
+        signing = [v for v in volumes if v.endswith(":/run/secrets/message-signing:ro")]
+        owner, _, kind = name.rpartition("-")
+        if owner in SERVICES and kind in {"web", "worker"}:
+            assert signing == [f"{keys}/{owner}:/run/secrets/message-signing:ro"], name
+            assert f"{keys}/public:/etc/cafe/message-keys:ro" in volumes, name
+        else:
+            assert signing == [], name

@@ -20,7 +20,7 @@ import yaml
 
 from common.messaging.routing import SERVICES
 from deploy.gateway.routes import ROUTES
-from deploy.k8s import generate, mesh, render
+from deploy.k8s import generate, manifests, mesh, render
 from deploy.monitoring import generate as monitoring
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,8 +214,10 @@ def test_mutual_tls_is_strict_for_the_whole_namespace(objects: list[Obj]) -> Non
 
 
 def test_every_referenced_config_and_secret_exists(objects: list[Obj]) -> None:
-    """kustomize renames generated ConfigMaps and Secrets; every reference must follow."""
+    """kustomize renames generated ConfigMaps and Secrets; every reference must follow. The
+    message keys are made by the operator, outside kustomize, under fixed names."""
     names = {o["metadata"]["name"] for o in objects if o["kind"] in {"ConfigMap", "Secret"}}
+    names |= {manifests.VERIFY_KEYS, *(manifests.signing_secret(s) for s in SERVICES)}
     for pod, spec in pod_specs(objects):
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             refs = [next(iter(source.values()))["name"] for source in c.get("envFrom", [])]
@@ -228,6 +230,8 @@ def test_every_referenced_config_and_secret_exists(objects: list[Obj]) -> None:
         for volume in spec.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in names, pod
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in names, pod
 
 
 # --- monitoring ------------------------------------------------------------------------------
@@ -260,3 +264,13 @@ def test_dashboard_shows_outbox_sagas_queues_and_dead_letters() -> None:
         assert metric in exprs, metric
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_web_and_worker_pods_get_their_own_signing_key_only(objects: list[Obj]) -> None:
+    for pod, spec in pod_specs(objects):
+        secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        service, _, kind = pod.rpartition("-")
+        if kind in {"web", "worker"}:
+            assert secrets == {manifests.signing_secret(service)}, pod
+        else:
+            assert not secrets, pod

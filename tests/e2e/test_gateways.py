@@ -169,16 +169,20 @@ def test_each_service_is_routed(edge: httpx.Client, service: str) -> None:
 
 
 def test_flower_sees_the_workers_of_every_service(stack: Stack, edge: httpx.Client) -> None:
+    """From their events (online, heartbeats, tasks): remote control is off, so no worker
+    answers Flower's inspect broadcasts (nor its shutdown, pool or rate-limit commands)."""
     login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
     deadline = time.monotonic() + 10
     while True:
-        workers = edge.get("/flower/api/workers", params={"refresh": 1}, auth=login).json()
-        services = {name.split("@")[0] for name in workers}
+        workers = edge.get("/flower/workers", params={"json": 1}, auth=login).json()["data"]
+        services = {w["hostname"].split("@")[0] for w in workers if w["status"]}
         if services == set(SERVICES) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
 
     assert services == set(SERVICES)
+    inspected = edge.get("/flower/api/workers", params={"refresh": 1}, auth=login)
+    assert inspected.json() == {}
 
 
 def test_flower_shows_every_command_of_a_saga_handled_by_its_service(

@@ -68,6 +68,31 @@ def test_a_refund_gives_back_the_charge_once() -> None:
     assert LedgerEntry.objects.filter(kind="refund").count() == 1
 
 
+def test_a_refund_naming_another_customer_is_refused_and_moves_nothing() -> None:
+    victim, attacker, order_id = funded(1000), funded(1), uuid.uuid4()
+    account_debit(customer_id=victim, order_id=order_id, amount=300)
+
+    with pytest.raises(BusinessError) as refused:
+        account_refund(customer_id=attacker, order_id=order_id)
+
+    assert refused.value.code == "customer_mismatch"
+    assert (balance(victim), balance(attacker)) == (700, 1)
+    assert OrderPayment.objects.get(pk=order_id).state == "charged"
+    refund = account_refund(customer_id=victim, order_id=order_id)  # the genuine one still works
+    assert refund is not None and balance(victim) == 1000
+
+
+def test_a_debit_of_an_order_charged_to_another_customer_is_refused() -> None:
+    payer, other, order_id = funded(1000), funded(1000), uuid.uuid4()
+    account_debit(customer_id=payer, order_id=order_id, amount=300)
+
+    with pytest.raises(BusinessError) as refused:
+        account_debit(customer_id=other, order_id=order_id, amount=300)
+
+    assert refused.value.code == "customer_mismatch"
+    assert (balance(payer), balance(other)) == (700, 1000)
+
+
 def test_a_refund_before_any_charge_voids_the_order_against_a_late_debit() -> None:
     customer_id, order_id = funded(1000), uuid.uuid4()
 

@@ -1,7 +1,8 @@
 """Real relay and Celery worker processes against the test database and the test Redis.
 
-Each process is started with the same command ``make up`` uses, pointed at this test run's
-database (``test_account``) and Redis database, and is killed when the test ends.
+Each process is started with the same command ``make up`` uses, for the service whose settings
+the test run uses, pointed at this test run's database (e.g. ``test_account``) and Redis
+database, and is killed when the test ends.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ BIN = Path(sys.executable).parent
 class Processes:
     env: dict[str, str]
     logs: Path
+    service: str = "account"
     running: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def _start(
@@ -52,7 +54,7 @@ class Processes:
             str(BIN / "python"),
             "manage.py",
             "relay",
-            "--settings=account.settings",
+            f"--settings={self.service}.settings",
             "--poll-interval=0.5",
         ]
         return self._start("relay", cmd, extra_env)
@@ -62,10 +64,10 @@ class Processes:
         cmd = [
             str(BIN / "celery"),
             "-A",
-            "account",
+            self.service,
             "worker",
             "--queues",
-            "account",
+            self.service,
             "--hostname",
             f"test{len(self.running)}@%h",
             "--loglevel",
@@ -95,14 +97,15 @@ class Processes:
 @pytest.fixture
 def processes(transactional_db: None, tmp_path: Path) -> Iterator[Processes]:
     db = connection.settings_dict
+    service = settings.SERVICE_NAME
     env = {
         **os.environ,
-        "ACCOUNT_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        f"{service.upper()}_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    running = Processes(env=env, logs=tmp_path)
+    running = Processes(env=env, logs=tmp_path, service=service)
     try:
         yield running
     finally:

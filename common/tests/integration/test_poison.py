@@ -15,7 +15,7 @@ from account.accounts.models import Account
 from common.inbox.models import DeadLetter
 from common.messaging.transport import Outgoing, Publisher, kombu_redis_payload
 from common.tests.integration.conftest import Processes
-from common.tests.support import debit_command, registered_event, wait_until
+from common.tests.support import debit_command, registered_event, signed, wait_until, wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,10 +62,10 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_consuming(
             task="somebody.elses.task",
         ),
         celery_message("{not an envelope"),
-        celery_message(json.dumps({**good, "type": "account.teleport"})),
-        celery_message(json.dumps({**good, "payload": {"customer_id": "nope"}})),
+        celery_message(signed({**good, "type": "account.teleport"})),
+        celery_message(signed({**good, "payload": {"customer_id": "nope"}})),
     ]
-    for item in [*poison, celery_message(valid.model_dump_json())]:
+    for item in [*poison, celery_message(wire(valid))]:
         queue.lpush("account", item)  # consumed in this order
 
     worker = processes.worker()

@@ -17,6 +17,7 @@ from common.messaging.contract import Reply
 from common.messaging.envelope import Envelope, new_reply
 from common.outbox.models import OutboxMessage
 from common.testing import OPERATOR
+from common.tests.support import wire
 from orchestrator.sagas.models import Saga, SagaEvent
 from orchestrator.sagas.services import (
     cancellation_start,
@@ -43,7 +44,7 @@ def answer(
     reply = new_reply(
         command, Reply(ok=ok, reason=reason, result=result), source=command.destination or "x"
     )
-    return str(consume.apply(args=(reply.model_dump_json(),)).get())
+    return str(consume.apply(args=(wire(reply),)).get())
 
 
 def test_a_checkout_starts_with_its_first_command_in_the_outbox() -> None:
@@ -110,9 +111,7 @@ def test_a_reply_to_an_older_attempt_is_recorded_and_ignored() -> None:
 def test_a_duplicate_reply_is_applied_once() -> None:
     saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     command = outstanding(saga)
-    reply = new_reply(
-        command, Reply(ok=True, result={"total": 700}), source="order"
-    ).model_dump_json()
+    reply = wire(new_reply(command, Reply(ok=True, result={"total": 700}), source="order"))
 
     results = [str(consume.apply(args=(reply,)).get()) for _ in range(2)]
 
@@ -125,7 +124,7 @@ def test_concurrent_replies_for_one_saga_are_serialised() -> None:
     command = outstanding(saga)
     # Two different replies to the same command (e.g. the participant answered twice).
     replies = [
-        new_reply(command, Reply(ok=True, result={"total": 700}), source="order").model_dump_json()
+        wire(new_reply(command, Reply(ok=True, result={"total": 700}), source="order"))
         for _ in range(2)
     ]
 
@@ -203,3 +202,19 @@ def test_a_reply_for_no_saga_is_dead_lettered() -> None:
 
     assert answer(command) == "dead"
     assert DeadLetter.objects.get().reason == "unroutable"
+
+
+def test_a_genuine_reply_of_another_type_quoting_the_outstanding_command_is_forged() -> None:
+    from common.inbox.models import DeadLetter
+
+    saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
+    create = outstanding(saga)  # order.create_pending is outstanding
+    # The order service answering, with its own key, a command of another type of its own.
+    other = create.model_copy(update={"type": "order.approve"})
+
+    assert answer(other) == "dead"
+
+    assert DeadLetter.objects.get().reason == "forged"
+    saga.refresh_from_db()
+    assert (saga.current_step, saga.outstanding_command_id) == (0, create.id)
+    assert not saga.events.filter(kind="reply").exists()

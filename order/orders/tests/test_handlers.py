@@ -16,6 +16,9 @@ from order.orders.models import MenuItem, Order
 
 pytestmark = pytest.mark.django_db
 
+# The place-order saga of these tests' orders, unless a test names another saga.
+PLACING = uuid.uuid4()
+
 
 def send(type_name: str, payload: Payload, saga_id: uuid.UUID | None = None) -> dict[str, Any]:
     """Handle one command as the inbox does; returns the reply's payload."""
@@ -23,7 +26,7 @@ def send(type_name: str, payload: Payload, saga_id: uuid.UUID | None = None) -> 
         type_name,
         payload,
         source="orchestrator",
-        correlation=Correlation(saga_id=saga_id or uuid.uuid4()),
+        correlation=Correlation(saga_id=saga_id or PLACING),
     )
     inbox_handle(command, payload, HANDLERS[type_name])
     reply = OutboxMessage.objects.get(
@@ -51,6 +54,10 @@ def placed(saga_id: uuid.UUID | None = None) -> uuid.UUID:
 
 def state(order_id: uuid.UUID) -> str:
     return Order.objects.get(pk=order_id).state
+
+
+def owner(order_id: uuid.UUID) -> uuid.UUID:
+    return Order.objects.get(pk=order_id).customer_id
 
 
 def test_unknown_menu_item_is_a_failure_reply_and_the_order_stays_rejected() -> None:
@@ -101,10 +108,44 @@ def test_an_approved_order_cannot_be_rejected() -> None:
     send("order.approve", OrderRef(order_id=order_id))
 
     reply = send(
-        "order.reject", OrderReject(order_id=order_id, customer_id=uuid.uuid4(), reason="x")
+        "order.reject", OrderReject(order_id=order_id, customer_id=owner(order_id), reason="x")
     )
 
     assert (reply["ok"], reply["reason"]) == (False, "order_not_rejectable")
+
+
+def test_a_pending_order_is_approved_or_rejected_only_by_the_saga_that_created_it() -> None:
+    order_id = placed()
+    other = uuid.uuid4()
+
+    approve = send("order.approve", OrderRef(order_id=order_id), other)
+    reject = send(
+        "order.reject",
+        OrderReject(order_id=order_id, customer_id=owner(order_id), reason="x"),
+        other,
+    )
+
+    assert (approve["ok"], approve["reason"]) == (False, "order_locked")
+    assert (reject["ok"], reject["reason"]) == (False, "order_locked")
+    assert state(order_id) == "pending"
+    assert send("order.approve", OrderRef(order_id=order_id))["ok"]
+
+
+def test_commands_naming_another_customer_than_the_orders_are_refused() -> None:
+    order_id = placed()
+    stranger = uuid.uuid4()
+
+    reject = send("order.reject", OrderReject(order_id=order_id, customer_id=stranger, reason="x"))
+    create = send(
+        "order.create_pending",
+        OrderCreatePending(
+            order_id=order_id, customer_id=stranger, items=[OrderLine(menu_item_id=1, quantity=1)]
+        ),
+    )
+
+    assert (reject["ok"], reject["reason"]) == (False, "customer_mismatch")
+    assert (create["ok"], create["reason"]) == (False, "customer_mismatch")
+    assert state(order_id) == "pending" and owner(order_id) != stranger
 
 
 def test_cancel_locks_the_order_for_its_saga_only() -> None:
