@@ -41,6 +41,11 @@ CONFIG_DEFAULTS: Mapping[str, str] = {
     "FORWARDED_ALLOW_IPS": "127.0.0.6,::6",
     "MESSAGE_SIGNING_KEYS_DIR": manifests.SIGNING_KEYS_DIR,
     "MESSAGE_VERIFY_KEYS_DIR": manifests.VERIFY_KEYS_DIR,
+    # Tokens: the issuer is the public gateway's /customer (the local overlay's port-forward);
+    # every service fetches the keys from the customer web Service inside the cluster.
+    "OIDC_ISSUER": "http://localhost:8080/customer",
+    "TOKEN_ISSUER": "http://localhost:8080/customer",
+    "OIDC_JWKS_URL": f"http://customer-web:{manifests.WEB_PORT}/customer/.well-known/jwks.json",
     # The root filesystem is read-only; the image's HOME (/app) is too.
     "HOME": "/tmp",  # noqa: S108 — an emptyDir of the pod's own
 }

@@ -31,6 +31,12 @@ VERIFY_KEYS_DIR = "/etc/cafe/message-keys"
 VERIFY_KEYS = "message-verify-keys"
 
 
+# The bundled identity provider's token signing keys (common.auth.keys): a Secret of the customer
+# web pods alone, made outside the base like the message keys (README, "Identity and access").
+TOKEN_KEYS_DIR = "/run/secrets/token-keys"
+TOKEN_KEYS = "customer-token-keys"
+
+
 def signing_secret(service: str) -> str:
     return f"{service}-message-key"
 
@@ -126,6 +132,20 @@ def with_message_keys(template: Obj, service: str) -> Obj:
         {"name": "message-signing", "mountPath": SIGNING_KEYS_DIR, "readOnly": True},
         {"name": "message-verify", "mountPath": VERIFY_KEYS_DIR, "readOnly": True},
     ]
+    return template
+
+
+def with_token_keys(template: Obj) -> Obj:
+    """The customer web pod signs access tokens: it alone mounts the token keys."""
+    spec = template["spec"]
+    spec["volumes"].append(
+        {"name": "token-keys", "secret": {"secretName": TOKEN_KEYS, "defaultMode": 0o440}}
+    )
+    main = spec["containers"][0]
+    main["volumeMounts"].append(
+        {"name": "token-keys", "mountPath": TOKEN_KEYS_DIR, "readOnly": True}
+    )
+    main["env"].append({"name": "TOKEN_KEYS_DIR", "value": TOKEN_KEYS_DIR})
     return template
 
 
@@ -274,6 +294,8 @@ def web(service: str) -> list[Obj]:
         ),
         service,
     )
+    if service == "customer":
+        template = with_token_keys(template)
     rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     return [
         deployment(name, labels, template, replicas=2, strategy=rolling),

@@ -217,7 +217,11 @@ def test_every_referenced_config_and_secret_exists(objects: list[Obj]) -> None:
     """kustomize renames generated ConfigMaps and Secrets; every reference must follow. The
     message keys are made by the operator, outside kustomize, under fixed names."""
     names = {o["metadata"]["name"] for o in objects if o["kind"] in {"ConfigMap", "Secret"}}
-    names |= {manifests.VERIFY_KEYS, *(manifests.signing_secret(s) for s in SERVICES)}
+    names |= {
+        manifests.VERIFY_KEYS,
+        manifests.TOKEN_KEYS,
+        *(manifests.signing_secret(s) for s in SERVICES),
+    }
     for pod, spec in pod_specs(objects):
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             refs = [next(iter(source.values()))["name"] for source in c.get("envFrom", [])]
@@ -271,6 +275,8 @@ def test_web_and_worker_pods_get_their_own_signing_key_only(objects: list[Obj]) 
         secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
         service, _, kind = pod.rpartition("-")
         if kind in {"web", "worker"}:
-            assert secrets == {manifests.signing_secret(service)}, pod
+            # The customer web pods alone also sign access tokens.
+            tokens = {manifests.TOKEN_KEYS} if pod == "customer-web" else set()
+            assert secrets == {manifests.signing_secret(service), *tokens}, pod
         else:
             assert not secrets, pod
