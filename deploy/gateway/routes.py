@@ -27,6 +27,7 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/customers", "customer"),
+    Route("/api/v1/tokens", "customer"),
     Route("/api/v1/accounts", "account"),
     Route("/api/v1/menu", "order"),
     Route("/api/v1/orders", "order"),
