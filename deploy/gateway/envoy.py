@@ -199,7 +199,10 @@ def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
 
 
 def _connection_manager(
-    limit: policy.RateLimit, access: envoy_auth.Access, routes: list[dict[str, Any]]
+    limit: policy.RateLimit,
+    access: envoy_auth.Access,
+    access_routes: list[Route],
+    routes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -261,7 +264,7 @@ def _connection_manager(
         "http_filters": [
             envoy_auth.strip_caller_headers(),
             _rate_limit_filter(limit),
-            envoy_auth.jwt_filter(access.identity, access.jwks_url, access.jwks_cluster),
+            envoy_auth.jwt_filter(access, access_routes),
             envoy_auth.caller_rate_limit_filter(access.caller_limits),
             {
                 # Buffers the whole body (as nginx does) and refuses a larger one with 413.
@@ -303,7 +306,8 @@ def render(
         jwks_cluster=jwks_cluster,
         caller_limits=caller_limits if caller_limits is not None else policy.caller_limits(),
     )
-    routes = [r for route in ROUTES if route.upstream in upstreams for r in _routes(route)]
+    routed = [route for route in ROUTES if route.upstream in upstreams]
+    routes = [r for route in routed for r in _routes(route)]
     routes.append(_not_found())
     clusters = [_cluster(name, host, port) for name, (host, port) in upstreams.items()]
     return {
@@ -318,7 +322,9 @@ def render(
                             "filters": [
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": _connection_manager(limit, access, routes),
+                                    "typed_config": _connection_manager(
+                                        limit, access, routed, routes
+                                    ),
                                 }
                             ]
                         }

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deploy.gateway import policy
-from deploy.gateway.routes import ROUTES
+from deploy.gateway.routes import Route
 
 _TYPES = "type.googleapis.com/envoy.extensions"
 PROVIDER = "cafe"
@@ -112,7 +112,7 @@ def _methods(methods: tuple[str, ...]) -> dict[str, Any]:
     return {"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(methods)}}}
 
 
-def _jwt_rules() -> list[dict[str, Any]]:
+def _jwt_rules(routes: list[Route]) -> list[dict[str, Any]]:
     """The anonymous calls first (a valid token is still read; a bad or missing one passes),
     then every API route of the table needs a valid token; other paths are not checked."""
     optional = {
@@ -126,20 +126,22 @@ def _jwt_rules() -> list[dict[str, Any]]:
     ]
     protected = [
         {"match": {"prefix": route.prefix}, "requires": {"provider_name": PROVIDER}}
-        for route in ROUTES
+        for route in routes
         if route.prefix.startswith(policy.PROTECTED_PREFIX)
     ]
     return [*anonymous, *protected]
 
 
-def jwt_filter(identity: policy.Identity, jwks_url: str, jwks_cluster: str) -> dict[str, Any]:
+def jwt_filter(access: Access, routes: list[Route]) -> dict[str, Any]:
+    """``routes``: those of the table this gateway has (the others answer 404)."""
+    identity = access.identity
     provider = {
         "issuer": identity.issuer,
         "audiences": [identity.audience],
         "remote_jwks": {
             "http_uri": {
-                "uri": jwks_url,
-                "cluster": jwks_cluster,
+                "uri": access.jwks_url,
+                "cluster": access.jwks_cluster,
                 "timeout": f"{JWKS_FETCH_TIMEOUT_S}s",
             },
             "cache_duration": f"{identity.jwks_cache_s}s",
@@ -167,7 +169,7 @@ def jwt_filter(identity: policy.Identity, jwks_url: str, jwks_cluster: str) -> d
         "typed_config": {
             "@type": f"{_TYPES}.filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": {PROVIDER: provider},
-            "rules": _jwt_rules(),
+            "rules": _jwt_rules(routes),
         },
     }
 
