@@ -134,14 +134,19 @@ def _upstream(name: str, host: str, port: int) -> Iterator[str]:
     yield "}"
 
 
-def _caller_limits(limits: tuple[policy.CallerLimit, ...]) -> Iterator[str]:
-    """A limit_req zone per bucket, keyed as policy.Key says; an empty key is not counted, so a
-    request outside a bucket's route has an empty key for it."""
-    # An IPv6 client counts by its /64 (the first 8 of its 16 bytes), an IPv4 one by address.
+def client_net_map() -> Iterator[str]:
+    """$gateway_client_net: an IPv6 client by its /64 (the first 8 of its 16 address bytes), an
+    IPv4 one by its address."""
     yield "map $binary_remote_addr $gateway_client_net {"
     yield '    "~(?s)^(?<gateway_net64>.{8}).{8}$" $gateway_net64;'
     yield "    default $binary_remote_addr;"
     yield "}"
+
+
+def _caller_limits(limits: tuple[policy.CallerLimit, ...]) -> Iterator[str]:
+    """A limit_req zone per bucket, keyed as policy.Key says; an empty key is not counted, so a
+    request outside a bucket's route has an empty key for it."""
+    yield from client_net_map()
     # The prefixes keep a subject from ever being taken for an address, or the other way round.
     yield "map $http_x_auth_subject $gateway_caller {"
     yield '    "" "a$gateway_client_net";'

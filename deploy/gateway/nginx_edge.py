@@ -134,7 +134,7 @@ def server(
         *shared,
         # auth_request answers 500 when the verification itself failed (the customer service
         # did not answer): to the client the service is unavailable.
-        "error_page 500 @problem_503;",
+        "error_page 500 =503 @problem_503;",
         "add_header X-Request-Id $gateway_request_id always;",
         # Filled by auth_request_set where a location verifies; empty (not sent) elsewhere.
         'set $gateway_subject "";',

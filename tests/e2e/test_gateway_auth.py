@@ -14,7 +14,9 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy.gateway import policy
-from tests.e2e.gateways import GATEWAYS, Access, assert_problem, gateway
+from tests.e2e.gateways import GATEWAYS, Access, assert_problem, free_port, gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +113,7 @@ class Upstream(BaseHTTPRequestHandler):
     """The JWKS, the verification endpoint, and an echo of the headers everywhere else."""
 
     protocol_version = "HTTP/1.1"
+    verifications: Counter[str] = Counter()
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -124,6 +127,7 @@ class Upstream(BaseHTTPRequestHandler):
     def _verify(self) -> None:
         """The contract's /customer/auth/verify: 204 with the caller, or a 401 problem."""
         scheme, _, value = (self.headers.get("authorization") or "").partition(" ")
+        self.verifications[value] += 1
         try:
             if scheme.lower() != "bearer":
                 raise jwt.InvalidTokenError("no bearer token")
@@ -167,9 +171,9 @@ class Upstream(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, int]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+@contextmanager
+def serving(address: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    server = ThreadingHTTPServer(address, Upstream)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -179,19 +183,28 @@ def upstream() -> Iterator[tuple[str, int]]:
         server.server_close()
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, int]]:
+    with serving(("127.0.0.1", 0)) as address:
+        yield address
+
+
+ACCESS = Access(
+    identity=policy.Identity(issuer=ISSUER, audience=AUDIENCE, jwks_cache_s=60),
+    caller_limits=CALLER_LIMITS,
+)
+SERVICES = ("customer", "account", "order", "orchestrator")
+
+
 @pytest.fixture(scope="module", params=GATEWAYS)
 def url(
     request: pytest.FixtureRequest,
     upstream: tuple[str, int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    upstreams = {service: upstream for service in ("customer", "account", "order", "orchestrator")}
+    upstreams = {service: upstream for service in SERVICES}
     state: Path = tmp_path_factory.mktemp(request.param)
-    access = Access(
-        identity=policy.Identity(issuer=ISSUER, audience=AUDIENCE, jwks_cache_s=60),
-        caller_limits=CALLER_LIMITS,
-    )
-    with gateway(request.param, state, upstreams, policy.RateLimit(), access) as running:
+    with gateway(request.param, state, upstreams, policy.RateLimit(), ACCESS) as running:
         _wait_for_keys(running)
         yield running
 
@@ -393,3 +406,40 @@ def test_a_subject_has_one_bucket_whatever_its_address(url: str) -> None:
     assert statuses == [200] * burst
     assert 429 in moved
     assert other.status_code == 200
+
+
+def test_a_polling_client_is_verified_at_most_once_per_cache_period(url: str) -> None:
+    signed = token()
+    # Fewer than the caller bucket holds.
+    polls = LIMITS["caller"][1] // 2
+    with client(url, "127.0.5.1") as http:
+        statuses = {
+            http.get("/api/v1/orders", headers=bearer(signed)).status_code for _ in range(polls)
+        }
+
+    assert statuses == {200}
+    # Envoy checks signatures itself; Nginx asks the customer service, once per cached answer.
+    assert Upstream.verifications[signed] <= 1
+
+
+@pytest.mark.parametrize("kind", GATEWAYS)
+def test_tokens_pass_once_an_issuer_that_was_down_comes_up(
+    kind: str, upstream: tuple[str, int], tmp_path: Path
+) -> None:
+    late = ("127.0.0.1", free_port())
+    upstreams = {**{service: upstream for service in SERVICES}, "customer": late}
+    signed = bearer(token())
+    with (
+        gateway(kind, tmp_path, upstreams, policy.RateLimit(), ACCESS) as url,
+        client(url, "127.0.5.2") as http,
+    ):
+        down = http.get("/api/v1/orders", headers=signed)
+        with serving(late):
+            deadline = time.monotonic() + 10
+            while (up := http.get("/api/v1/orders", headers=signed)).status_code != 200:
+                assert time.monotonic() < deadline, up.text
+                time.sleep(0.2)
+
+    # Envoy has no keys yet (401), Nginx cannot ask (503); either way nothing gets through.
+    expected = {401: "not_authenticated", 503: "service_unavailable"}
+    assert_problem(down, down.status_code, expected.get(down.status_code, "?"))

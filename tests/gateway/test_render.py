@@ -283,3 +283,37 @@ def test_nginx_accepts_its_config(tmp_path: Path) -> None:
     )
 
     assert checked.returncode == 0, checked.stderr
+
+
+def test_every_caller_bucket_is_an_nginx_zone_at_its_size(tmp_path: Path) -> None:
+    limits = policy.caller_limits({"GATEWAY_RATE_LIMIT_SIGNUP_BURST": "7"})
+    config = nginx.render(
+        listen=("127.0.0.1", 18000),
+        upstreams=UPSTREAMS,
+        state_dir=tmp_path,
+        rate_limit=DEFAULT,
+        caller_limits=limits,
+    )
+    rates = dict(re.findall(r"limit_req_zone \S+ zone=(\w+):10m rate=(\d+)r/s;", config))
+    bursts = dict(re.findall(r"limit_req zone=(\w+) burst=(\d+) nodelay;", config))
+
+    expected = {limit.name: (str(limit.rps), str(limit.burst)) for limit in limits}
+    assert {name: (rates[name], bursts[name]) for name in expected} == expected
+    assert bursts["signup"] == "7"
+    assert (rates["per_client"], bursts["per_client"]) == (str(DEFAULT.rps), str(DEFAULT.burst))
+
+
+def test_nginx_verifies_every_api_route_and_lets_anonymous_calls_through(tmp_path: Path) -> None:
+    config = nginx_config(tmp_path)
+    verified = re.findall(
+        r"location (= )?(/api/\S*) \{\s*set \$gateway_optional (\S+);\s*auth_request ", config
+    )
+
+    assert {(path, optional) for _, path, optional in verified if optional == "0"} == {
+        (r.prefix, "0") for r in ROUTES if r.prefix.startswith("/api/")
+    }
+    assert [path for exact, path, optional in verified if exact] == [
+        call.path for call in policy.ANONYMOUS
+    ]
+    # Nothing else is verified at the gateway.
+    assert config.count("auth_request /_gateway/auth;") == len(verified)
