@@ -21,7 +21,7 @@ from deploy.gateway.routes import FLOWER
 from deploy.local.stack import Stack as LocalStack
 from tests.e2e.cafe import Cafe
 from tests.e2e.conftest import DB_PREFIX, PG_DSN, PORT_BASE, SERVICES, Stack
-from tests.e2e.gateways import GATEWAYS, assert_problem, gateway
+from tests.e2e.gateways import GATEWAYS, Access, assert_problem, gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,9 @@ def nginx_url(stack: Stack) -> Iterator[str]:
     upstreams = {s: ("127.0.0.1", ports.service_port(s)) for s in SERVICES}
     upstreams[FLOWER] = ("127.0.0.1", ports.flower_port)
     state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
-    with gateway("nginx", state, upstreams, policy.RateLimit.from_env(stack.env)) as url:
+    limit = policy.RateLimit.from_env(stack.env)
+    access = Access(caller_limits=policy.caller_limits(stack.env))
+    with gateway("nginx", state, upstreams, limit, access) as url:
         yield url
 
 
