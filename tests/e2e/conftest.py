@@ -80,6 +80,13 @@ def stack() -> Iterator[Stack]:
         "SAGA_REPLY_TIMEOUT_S": "1.5",
         "SAGA_BACKOFF_CAP_S": "5",
         "SAGA_MAX_ATTEMPTS": "6",
+        # Every test signs up and logs in from this one address, and some start many sagas for
+        # one customer; the tight per-caller buckets have their own tests (test_gateway_auth).
+        **{
+            f"GATEWAY_RATE_LIMIT_{name}_{part}": value
+            for name in ("SIGNUP", "LOGIN", "CHECKOUT", "CANCELLATION")
+            for part, value in (("RPS", "1000"), ("BURST", "2000"))
+        },
     }
     for service in SERVICES:
         env.pop(f"{service.upper()}_DATABASE_URL", None)
