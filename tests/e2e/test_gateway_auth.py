@@ -443,3 +443,64 @@ def test_tokens_pass_once_an_issuer_that_was_down_comes_up(
     # Envoy has no keys yet (401), Nginx cannot ask (503); either way nothing gets through.
     expected = {401: "not_authenticated", 503: "service_unavailable"}
     assert_problem(down, down.status_code, expected.get(down.status_code, "?"))
+
+
+class ExternalProvider(BaseHTTPRequestHandler):
+    """Another identity provider: its own key, its JWKS at /jwks."""
+
+    protocol_version = "HTTP/1.1"
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk: dict[str, Any] = {
+        **jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True),
+        "kid": "external-1",
+        "alg": "ES256",
+    }
+
+    def do_GET(self) -> None:
+        body = json.dumps({"keys": [self.jwk]}).encode()
+        self.send_response(200 if self.path == "/jwks" else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_envoy_takes_an_external_issuers_tokens_once_configured(
+    upstream: tuple[str, int], tmp_path: Path
+) -> None:
+    """Nginx leaves this to the verification endpoint, so only Envoy is configured here."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ExternalProvider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    issuer = "https://idp.test/"
+    identity = policy.Identity(
+        issuer=issuer,
+        audience="cafe-api",
+        jwks_url=f"http://127.0.0.1:{server.server_address[1]}/jwks",
+    )
+    external = jwt.encode(
+        claims(iss=issuer, aud="cafe-api"),
+        ExternalProvider.key,
+        algorithm="ES256",
+        headers={"kid": "external-1"},
+    )
+    upstreams = {service: upstream for service in SERVICES}
+    access = Access(identity=identity, caller_limits=CALLER_LIMITS)
+    try:
+        with (
+            gateway("envoy", tmp_path, upstreams, policy.RateLimit(), access) as url,
+            client(url, "127.0.6.1") as http,
+        ):
+            deadline = time.monotonic() + 10
+            while (ok := http.get("/api/v1/orders", headers=bearer(external))).status_code != 200:
+                assert time.monotonic() < deadline, ok.text
+                time.sleep(0.2)
+            bundled = http.get("/api/v1/orders", headers=bearer(token()))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # The bundled provider's tokens are for an issuer this gateway no longer trusts.
+    assert_problem(bundled, 401, "not_authenticated")
