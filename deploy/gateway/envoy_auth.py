@@ -2,7 +2,8 @@
 
 The HTTP filter chain runs in this order:
 
-1. ``header_mutation`` removes the caller headers a client sent, so only jwt_authn can set them;
+1. ``header_mutation`` removes the caller headers a client sent, so only jwt_authn can set them
+   (Envoy 1.40's jwt_authn happens to drop them too; this does not rely on it);
 2. the per-address bucket (``envoy._rate_limit_filter``), before any token is looked at, so a
    flood of made-up tokens costs no more than any other flood;
 3. ``jwt_authn`` verifies the bearer token against the issuer's JWKS (fetched in the
