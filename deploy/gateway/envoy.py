@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from deploy.gateway import policy
+from deploy.gateway import envoy_auth, policy
 from deploy.gateway.routes import ROUTES, Route
 
 ACCESS_LOG_FORMAT = {
@@ -105,40 +105,65 @@ def _not_found() -> dict[str, Any]:
     }
 
 
-def _local_replies() -> dict[str, Any]:
-    """Envoy's own error replies (413, 429, 50x) as problem+json, like every other error."""
+def _status_is(status: int) -> dict[str, Any]:
     return {
-        "mappers": [
-            {
-                "filter": {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {
-                                "default_value": problem.status,
-                                "runtime_key": f"gateway.problem_{problem.status}",
-                            },
-                        }
-                    }
-                },
-                "body": {"inline_string": problem.body()},
-                "body_format_override": {
-                    "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
-                    "content_type": policy.PROBLEM_CONTENT_TYPE,
-                },
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"gateway.problem_{status}"},
             }
-            for problem in policy.GATEWAY_PROBLEMS
-        ]
+        }
     }
 
 
-def _token_bucket(limit: policy.RateLimit) -> dict[str, Any]:
-    # Refill in small steps, not `rps` tokens once a second, so the limit is smooth like nginx's.
-    interval = next((s for s in (0.05, 0.1, 0.25, 0.5) if (limit.rps * s).is_integer()), 1.0)
+def _problem_mapper(problem: policy.Problem, when: dict[str, Any]) -> dict[str, Any]:
+    mapper: dict[str, Any] = {
+        "filter": when,
+        "body": {"inline_string": problem.body()},
+        "body_format_override": {
+            "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+            "content_type": policy.PROBLEM_CONTENT_TYPE,
+        },
+    }
+    if problem.status == 401:
+        # jwt_authn sends its own WWW-Authenticate; this is only there if it ever did not.
+        mapper["headers_to_add"] = [
+            {
+                "header": {"key": "www-authenticate", "value": policy.WWW_AUTHENTICATE},
+                "append_action": "ADD_IF_ABSENT",
+            }
+        ]
+    return mapper
+
+
+# jwt_authn refuses a token for another audience with 403; to a client that is a token not
+# valid here (RFC 6750 invalid_token), the same 401 as any other bad token.
+_JWT_AUDIENCE_REFUSED = {
+    "extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": f"{_TYPES}.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": (
+                "response.code == 403 && "
+                "response.code_details.startsWith('jwt_authn_access_denied')"
+            ),
+        },
+    }
+}
+
+
+def _local_replies() -> dict[str, Any]:
+    """Envoy's own error replies (401, 403, 413, 429, 50x) as problem+json, like every other
+    error. The first mapper that matches a reply applies."""
+    audience = {
+        **_problem_mapper(policy.NOT_AUTHENTICATED, _JWT_AUDIENCE_REFUSED),
+        "status_code": policy.NOT_AUTHENTICATED.status,
+    }
     return {
-        "max_tokens": limit.burst,
-        "tokens_per_fill": int(limit.rps * interval),
-        "fill_interval": _seconds(interval),
+        "mappers": [
+            audience,
+            *(_problem_mapper(p, _status_is(p.status)) for p in policy.GATEWAY_PROBLEMS),
+        ]
     }
 
 
@@ -150,7 +175,7 @@ def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
         "typed_config": {
             "@type": f"{_TYPES}.filters.http.local_ratelimit.v3.LocalRateLimit",
             "stat_prefix": "per_client",
-            "token_bucket": _token_bucket(limit),
+            "token_bucket": envoy_auth.token_bucket(limit.rps, limit.burst),
             "filter_enabled": {
                 "runtime_key": "gateway.rate_limit_enabled",
                 "default_value": always,
@@ -160,20 +185,35 @@ def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
                 "default_value": always,
             },
             "descriptors": [
-                {"entries": [{"key": "remote_address"}], "token_bucket": _token_bucket(limit)}
+                {
+                    "entries": [{"key": "remote_address"}],
+                    "token_bucket": envoy_auth.token_bucket(limit.rps, limit.burst),
+                }
             ],
             "rate_limits": [{"actions": [{"remote_address": {}}]}],
             "max_dynamic_descriptors": 100_000,
             "always_consume_default_token_bucket": False,
+            "response_headers_to_add": envoy_auth.retry_after(),
         },
     }
 
 
-def _connection_manager(limit: policy.RateLimit, routes: list[dict[str, Any]]) -> dict[str, Any]:
+def _connection_manager(
+    limit: policy.RateLimit,
+    access: envoy_auth.Access,
+    access_routes: list[Route],
+    routes: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
+        # Routes, token rules and rate limits all match on the path: one spelling per path
+        # ("/a/./b", "/a//b" are "/a/b"), so no other spelling slips past an exact match.
+        "normalize_path": True,
+        "merge_slashes": True,
+        # A service would read x_auth_subject as X-Auth-Subject (WSGI maps both to one name).
+        "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},
         # The gateway is the edge: the peer address is the client, whatever X-Forwarded-For a
         # client sends.
         "use_remote_address": True,
@@ -222,7 +262,10 @@ def _connection_manager(limit: policy.RateLimit, routes: list[dict[str, Any]]) -
             ],
         },
         "http_filters": [
+            envoy_auth.strip_caller_headers(),
             _rate_limit_filter(limit),
+            envoy_auth.jwt_filter(access, access_routes),
+            envoy_auth.caller_rate_limit_filter(access.caller_limits),
             {
                 # Buffers the whole body (as nginx does) and refuses a larger one with 413.
                 "name": "envoy.filters.http.buffer",
@@ -245,15 +288,28 @@ def render(
     admin: tuple[str, int],
     upstreams: Mapping[str, tuple[str, int]],
     rate_limit: policy.RateLimit | None = None,
+    identity: policy.Identity | None = None,
+    caller_limits: tuple[policy.CallerLimit, ...] | None = None,
 ) -> dict[str, Any]:
     """Envoy bootstrap: one listener, routes by path prefix, one cluster per upstream.
 
     Routes whose upstream is not given are left out (they answer 404). The admin listener,
-    with the Prometheus stats, is a separate address that is never routed to.
+    with the Prometheus stats, is a separate address that is never routed to. Settings not
+    given come from the environment (policy's ``from_env``).
     """
     limit = rate_limit or policy.RateLimit.from_env()
-    routes = [r for route in ROUTES if route.upstream in upstreams for r in _routes(route)]
+    identity = identity or policy.Identity.from_env()
+    jwks_url, jwks_cluster, extra_cluster = envoy_auth.jwks_source(identity, upstreams)
+    access = envoy_auth.Access(
+        identity=identity,
+        jwks_url=jwks_url,
+        jwks_cluster=jwks_cluster,
+        caller_limits=caller_limits if caller_limits is not None else policy.caller_limits(),
+    )
+    routed = [route for route in ROUTES if route.upstream in upstreams]
+    routes = [r for route in routed for r in _routes(route)]
     routes.append(_not_found())
+    clusters = [_cluster(name, host, port) for name, (host, port) in upstreams.items()]
     return {
         "admin": {"address": _address(*admin)},
         "static_resources": {
@@ -266,13 +322,15 @@ def render(
                             "filters": [
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": _connection_manager(limit, routes),
+                                    "typed_config": _connection_manager(
+                                        limit, access, routed, routes
+                                    ),
                                 }
                             ]
                         }
                     ],
                 }
             ],
-            "clusters": [_cluster(name, host, port) for name, (host, port) in upstreams.items()],
+            "clusters": [*clusters, *([extra_cluster] if extra_cluster else [])],
         },
     }

@@ -1,12 +1,22 @@
 """Render the Nginx gateway configuration from the same route table and edge policy as Envoy's.
 
-Two Nginx specifics shape the output:
+Three Nginx specifics shape the output:
 
+- Two servers in one Nginx. The edge (``nginx_edge``) limits per address, verifies the caller
+  and passes the request over a Unix socket to the router (here), which limits per caller and
+  routes. One server cannot do both: ``limit_req`` runs before ``auth_request``, so it could
+  only key on the unverified bearer token, and a caller holding many tokens (one per login)
+  would have a bucket per token. The price is one more local hop per request.
 - ``proxy_next_upstream`` cannot depend on the request, so each route has a twin named location
   that retries; a request that is safe to send twice (``$gateway_retryable``) is handed to it.
 - Nginx retries on the *next* server of an upstream only. Each upstream therefore lists its
   address once more as two backups that are never marked failed: a lone instance gets the same
   two retries Envoy makes, and stays in use while it is "ejected" (Envoy's panic threshold).
+
+Differences from Envoy that remain: Nginx asks the customer service to verify a token (cached
+for ``nginx_edge.VERIFY_CACHE_S``) where Envoy checks the signature itself against the JWKS;
+and its buckets (``limit_req``) admit ``burst + 1`` requests at once where Envoy's admit
+``burst``.
 """
 
 from __future__ import annotations
@@ -14,14 +24,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from deploy.gateway import policy
+from deploy.gateway import nginx_edge, policy
 from deploy.gateway.routes import ROUTES, Route
 
 ACCESS_LOG_FORMAT = (
     '{"time":"$time_iso8601","request_id":"$gateway_request_id","client":"$remote_addr",'
     '"method":"$request_method","path":"$request_uri","status":$status,'
     '"bytes_in":$request_length,"bytes_out":$bytes_sent,"duration_ms":$gateway_duration_ms,'
-    '"upstream":"$proxy_host","upstream_status":"$upstream_status"}'
+    '"upstream":"$upstream_http_x_gateway_upstream",'
+    '"upstream_status":"$upstream_http_x_gateway_upstream_status"}'
 )
 
 # The same requests as Envoy's retrying routes: GET and HEAD, and POST with an Idempotency-Key.
@@ -52,10 +63,27 @@ def _quoted(body: str) -> str:
     return f"'{body}'"
 
 
+def _challenge_map() -> Iterator[str]:
+    """A challenge on a 401 from the gateway unless it has one already (the verification's,
+    which auth_request passes on); add_header adds nothing for an empty value."""
+    yield "map $sent_http_www_authenticate $gateway_www_authenticate {"
+    yield f'    "" {_quoted(policy.WWW_AUTHENTICATE)};'
+    yield '    default "";'
+    yield "}"
+
+
 def _problem_locations() -> Iterator[str]:
     for problem in policy.GATEWAY_PROBLEMS:
         yield f"location @problem_{problem.status} {{"
         yield f"    default_type {policy.PROBLEM_CONTENT_TYPE};"
+        if problem.status == 429:
+            # A location's own add_header replaces every inherited one.
+            yield f"    add_header Retry-After {policy.RETRY_AFTER_S} always;"
+            yield "    add_header X-Request-Id $gateway_request_id always;"
+        if problem.status == 401:
+            # The verification's own challenge when it sent one (auth_request passes it on).
+            yield "    add_header WWW-Authenticate $gateway_www_authenticate always;"
+            yield "    add_header X-Request-Id $gateway_request_id always;"
         yield f"    return {problem.status} {_quoted(problem.body())};"
         yield "}"
 
@@ -106,27 +134,72 @@ def _upstream(name: str, host: str, port: int) -> Iterator[str]:
     yield "}"
 
 
-def _server(listen: tuple[str, int], routes: list[Route], limit: policy.RateLimit) -> Iterator[str]:
-    host, port = listen
-    yield "server {"
-    body = [
-        f"listen {host}:{port};",
-        f"client_max_body_size {policy.MAX_BODY_BYTES};",
-        f"limit_req zone=per_client burst={limit.burst} nodelay;",
+def client_net_map() -> Iterator[str]:
+    """$gateway_client_net: an IPv6 client by its /64 (the first 8 of its 16 address bytes), an
+    IPv4 one by its address."""
+    yield "map $binary_remote_addr $gateway_client_net {"
+    yield '    "~(?s)^(?<gateway_net64>.{8}).{8}$" $gateway_net64;'
+    yield "    default $binary_remote_addr;"
+    yield "}"
+
+
+def _caller_limits(limits: tuple[policy.CallerLimit, ...]) -> Iterator[str]:
+    """A limit_req zone per bucket, keyed as policy.Key says; an empty key is not counted, so a
+    request outside a bucket's route has an empty key for it."""
+    yield from client_net_map()
+    # The prefixes keep a subject from ever being taken for an address, or the other way round.
+    yield "map $http_x_auth_subject $gateway_caller {"
+    yield '    "" "a$gateway_client_net";'
+    yield '    default "s$http_x_auth_subject";'
+    yield "}"
+    keys = {
+        policy.Key.SUBJECT: "$http_x_auth_subject",
+        policy.Key.ADDRESS: "$gateway_client_net",
+        policy.Key.CALLER: "$gateway_caller",
+    }
+    for limit in limits:
+        key = keys[limit.key]
+        if limit.path is not None:
+            variable = f"$gateway_limit_{limit.name}"
+            yield f'map "$request_method $uri" {variable} {{'
+            yield f'    "{limit.method} {limit.path}" {key};'
+            yield '    default "";'
+            yield "}"
+            key = variable
+        yield f"limit_req_zone {key} zone={limit.name}:10m rate={limit.rps}r/s;"
+
+
+def _shared() -> list[str]:
+    """What both servers say the same way."""
+    return [
         # Errors raised inside a named location (a retried request) get problem+json too.
         "recursive_error_pages on;",
         *_error_pages(),
         "proxy_hide_header X-Request-Id;",
-        "add_header X-Request-Id $gateway_request_id always;",
+        *_problem_locations(),
+    ]
+
+
+def _router(
+    state_dir: Path, routes: list[Route], limits: tuple[policy.CallerLimit, ...]
+) -> Iterator[str]:
+    body = [
+        f"listen unix:{nginx_edge.router_socket(state_dir)};",
+        f"client_max_body_size {policy.MAX_BODY_BYTES};",
+        # The edge logs every request once, with what the router says about the upstream.
+        "access_log off;",
+        "add_header X-Gateway-Upstream $proxy_host always;",
+        "add_header X-Gateway-Upstream-Status $upstream_status always;",
+        # The edge names the client in X-Forwarded-For; only the edge can reach this socket.
+        "set_real_ip_from unix:;",
+        "real_ip_header X-Forwarded-For;",
+        *(f"limit_req zone={limit.name} burst={limit.burst} nodelay;" for limit in limits),
+        *_shared(),
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
         "proxy_set_header Host $http_host;",
         "proxy_set_header X-Request-Id $gateway_request_id;",
-        # The gateway is the edge: overwrite whatever X-Forwarded-* a client sent.
         "proxy_set_header X-Forwarded-For $remote_addr;",
-        "proxy_set_header X-Forwarded-Proto $scheme;",
-        "proxy_set_header X-Forwarded-Host '';",
-        "proxy_set_header Forwarded '';",
         f"proxy_connect_timeout {policy.CONNECT_TIMEOUT_S:g}s;",
         "",
         *(line for route in routes for line in _route_locations(route)),
@@ -134,8 +207,8 @@ def _server(listen: tuple[str, int], routes: list[Route], limit: policy.RateLimi
         f"    default_type {policy.PROBLEM_CONTENT_TYPE};",
         f"    return 404 {_quoted(policy.NOT_FOUND.body())};",
         "}",
-        *_problem_locations(),
     ]
+    yield "server {"
     yield from (f"    {line}" if line else "" for line in body)
     yield "}"
 
@@ -148,14 +221,18 @@ def render(
     user: str | None = None,
     workers: int | str = "auto",
     rate_limit: policy.RateLimit | None = None,
+    caller_limits: tuple[policy.CallerLimit, ...] | None = None,
 ) -> str:
-    """nginx.conf: one server, a location per route, one upstream block per upstream.
+    """nginx.conf: the edge and the router server, a location per route, one upstream block
+    per upstream.
 
-    ``state_dir`` holds the pid file and temporary files, so several gateways can run side by
-    side without root's /var paths. Run it in the foreground with ``nginx -e stderr -c FILE
-    -g 'daemon off;'``. ``user`` is only meaningful when Nginx starts as root.
+    ``state_dir`` holds the pid file, temporary files, the verification cache and the router's
+    socket, so several gateways can run side by side without root's /var paths. Run it in the
+    foreground with ``nginx -e stderr -c FILE -g 'daemon off;'``. ``user`` is only meaningful
+    when Nginx starts as root. Settings not given come from the environment.
     """
     limit = rate_limit or policy.RateLimit.from_env()
+    limits = caller_limits if caller_limits is not None else policy.caller_limits()
     routes = [route for route in ROUTES if route.upstream in upstreams]
     temp = {kind: state_dir / kind for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     lines = [
@@ -172,15 +249,19 @@ def render(
         "    server_tokens off;",
         *(f"    {line}" for line in PREAMBLE_MAPS.splitlines()),
         *(f"    {line}" for line in RETRYABLE_MAP.splitlines()),
+        *(f"    {line}" for line in _challenge_map()),
         f"    log_format gateway escape=json '{ACCESS_LOG_FORMAT}';",
         "    access_log /dev/stdout gateway;",
         f"    limit_req_zone $binary_remote_addr zone=per_client:10m rate={limit.rps}r/s;",
+        *(f"    {line}" for line in _caller_limits(limits)),
         "    limit_req_status 429;",
         "    limit_req_log_level warn;",
+        *(f"    {line}" for line in nginx_edge.http_block(state_dir)),
         "",
         *(f"    {line}" for name, addr in upstreams.items() for line in _upstream(name, *addr)),
         "",
-        *(f"    {line}" for line in _server(listen, routes, limit)),
+        *(f"    {line}" for line in nginx_edge.server(listen, routes, limit, _shared())),
+        *(f"    {line}" for line in _router(state_dir, routes, limits)),
         "}",
     ]
     return "\n".join(lines) + "\n"

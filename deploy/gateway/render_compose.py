@@ -52,10 +52,16 @@ def upstreams() -> dict[str, tuple[str, int]]:
 
 
 def files() -> dict[Path, str]:
-    # The default rate limit, not the environment of whoever runs this: the files are committed.
+    # The defaults, not the environment of whoever runs this: the files are committed. The
+    # JWKS comes from the customer upstream, customer-web:8000.
     limit = policy.RateLimit()
     envoy_config = envoy.render(
-        listen=LISTEN, admin=ENVOY_ADMIN, upstreams=upstreams(), rate_limit=limit
+        listen=LISTEN,
+        admin=ENVOY_ADMIN,
+        upstreams=upstreams(),
+        rate_limit=limit,
+        identity=policy.Identity(),
+        caller_limits=policy.CALLER_LIMITS,
     )
     nginx_config = nginx.render(
         listen=LISTEN,
@@ -63,6 +69,7 @@ def files() -> dict[Path, str]:
         state_dir=NGINX_STATE,
         user=NGINX_USER,
         rate_limit=limit,
+        caller_limits=policy.CALLER_LIMITS,
     )
     return {
         ENVOY_CONFIG: ENVOY_HEADER + json.dumps(envoy_config, indent=2) + "\n",

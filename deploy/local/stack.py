@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common.messaging.routing import SERVICES
-from deploy.gateway import envoy, nginx
+from deploy.gateway import envoy, nginx, policy
 from deploy.gateway.routes import FLOWER
 from deploy.local.backing import ensure_postgres, ensure_redis
 from deploy.local.identity import ensure_token_keys, identity_env, token_keys_dir
@@ -91,21 +91,37 @@ def write_gateway_config(stack: Stack) -> Path:
     upstreams = {s: ("127.0.0.1", stack.service_port(s)) for s in SERVICES}
     upstreams[FLOWER] = ("127.0.0.1", stack.flower_port)
     listen = ("127.0.0.1", stack.gateway_port)
+    # What the stack gives its processes wins, so the gateway trusts the issuer they use.
+    settings = {**os.environ, **stack.env}
+    limit = policy.RateLimit.from_env(settings)
+    caller_limits = policy.caller_limits(settings)
     if stack.gateway == "nginx":
         state = stack.dir / "nginx"
         state.mkdir(exist_ok=True)
         path = stack.dir / "nginx.conf"
         # As root, Nginx's workers would otherwise run as nobody, who cannot write to STACK_DIR.
         user = "root" if os.geteuid() == 0 else None
-        path.write_text(
-            nginx.render(listen=listen, upstreams=upstreams, state_dir=state, user=user, workers=2)
+        config = nginx.render(
+            listen=listen,
+            upstreams=upstreams,
+            state_dir=state,
+            user=user,
+            workers=2,
+            rate_limit=limit,
+            caller_limits=caller_limits,
         )
+        path.write_text(config)
         return path
     path = stack.dir / "envoy.json"
-    config = envoy.render(
-        listen=listen, admin=("127.0.0.1", stack.envoy_admin_port), upstreams=upstreams
+    rendered = envoy.render(
+        listen=listen,
+        admin=("127.0.0.1", stack.envoy_admin_port),
+        upstreams=upstreams,
+        rate_limit=limit,
+        identity=policy.Identity.from_env(settings),
+        caller_limits=caller_limits,
     )
-    path.write_text(json.dumps(config, indent=2))
+    path.write_text(json.dumps(rendered, indent=2))
     return path
 
 

@@ -86,6 +86,13 @@ def stack() -> Iterator[Stack]:
         "SAGA_REPLY_TIMEOUT_S": "1.5",
         "SAGA_BACKOFF_CAP_S": "5",
         "SAGA_MAX_ATTEMPTS": "6",
+        # Every test signs up and logs in from this one address, and some start many sagas for
+        # one customer; the tight per-caller buckets have their own tests (test_gateway_auth).
+        **{
+            f"GATEWAY_RATE_LIMIT_{name}_{part}": value
+            for name in ("SIGNUP", "LOGIN", "CHECKOUT", "CANCELLATION")
+            for part, value in (("RPS", "1000"), ("BURST", "2000"))
+        },
     }
     for service in SERVICES:
         env.pop(f"{service.upper()}_DATABASE_URL", None)
@@ -134,11 +141,13 @@ def nginx_url(stack: Stack) -> Iterator[str]:
     from deploy.gateway import policy
     from deploy.gateway.routes import FLOWER
     from deploy.local.stack import Stack as LocalStack
-    from tests.e2e.gateways import gateway
+    from tests.e2e.gateways import Access, gateway
 
     ports = LocalStack(dir=Path(stack.env["STACK_DIR"]), port_base=PORT_BASE)
     upstreams = {s: ("127.0.0.1", ports.service_port(s)) for s in SERVICES}
     upstreams[FLOWER] = ("127.0.0.1", ports.flower_port)
     state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
-    with gateway("nginx", state, upstreams, policy.RateLimit.from_env(stack.env)) as url:
+    limit = policy.RateLimit.from_env(stack.env)
+    access = Access(caller_limits=policy.caller_limits(stack.env))
+    with gateway("nginx", state, upstreams, limit, access) as url:
         yield url

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,8 +28,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Access:
+    """Whose tokens a test gateway accepts and its per-caller buckets; None: from the
+    environment, as the real gateways."""
+
+    identity: policy.Identity | None = None
+    caller_limits: tuple[policy.CallerLimit, ...] | None = None
+
+
 def _command(
-    kind: str, state: Path, port: int, upstreams: Upstreams, limit: policy.RateLimit
+    kind: str,
+    state: Path,
+    port: int,
+    upstreams: Upstreams,
+    limit: policy.RateLimit,
+    access: Access,
 ) -> list[str]:
     if kind == "nginx":
         if not os.access(NGINX, os.X_OK):
@@ -43,6 +58,7 @@ def _command(
                 user=user,
                 workers=1,
                 rate_limit=limit,
+                caller_limits=access.caller_limits,
             )
         )
         return [NGINX, "-e", "stderr", "-c", str(config), "-g", "daemon off;"]
@@ -52,6 +68,8 @@ def _command(
         admin=("127.0.0.1", free_port()),
         upstreams=upstreams,
         rate_limit=limit,
+        identity=access.identity,
+        caller_limits=access.caller_limits,
     )
     config.write_text(json.dumps(rendered))
     envoy_bin = str(Path(sys.executable).parent / "envoy")
@@ -60,11 +78,17 @@ def _command(
 
 
 @contextmanager
-def gateway(kind: str, state: Path, upstreams: Upstreams, limit: policy.RateLimit) -> Iterator[str]:
+def gateway(
+    kind: str,
+    state: Path,
+    upstreams: Upstreams,
+    limit: policy.RateLimit,
+    access: Access | None = None,
+) -> Iterator[str]:
     """Run a gateway of ``kind`` until the block ends; yields its URL."""
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = _command(kind, state, port, upstreams, limit)
+    command = _command(kind, state, port, upstreams, limit, access or Access())
     log = state / f"{kind}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

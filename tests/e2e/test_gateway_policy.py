@@ -109,6 +109,7 @@ def test_the_rate_limit_is_per_client_and_a_problem(url: str) -> None:
         assert [a.status_code for a in answers[: LIMIT.burst]] == [200] * LIMIT.burst
         assert limited
         assert_problem(limited[0], 429, "rate_limited")
+        assert limited[0].headers["retry-after"] == str(policy.RETRY_AFTER_S)
         assert other.get("/customer/x").status_code == 200
 
 

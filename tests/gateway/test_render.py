@@ -96,19 +96,153 @@ def test_the_rate_limit_comes_from_the_environment(
     assert policy.RateLimit.from_env(environ) == expected
 
 
+def http_filters(config: dict) -> list[dict]:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters: list[dict] = manager["typed_config"]["http_filters"]
+    return filters
+
+
+def rate_limit_filter(config: dict, stat_prefix: str) -> dict:
+    [found] = [
+        f["typed_config"]
+        for f in http_filters(config)
+        if f["typed_config"].get("stat_prefix") == stat_prefix
+    ]
+    return found
+
+
+def per_second(bucket: dict) -> tuple[float, int]:
+    return bucket["tokens_per_fill"] / float(bucket["fill_interval"].rstrip("s")), bucket[
+        "max_tokens"
+    ]
+
+
 def test_the_envoy_bucket_refills_smoothly_at_the_given_rate() -> None:
     for limit in (policy.RateLimit(1000, 2000), policy.RateLimit(7, 9), policy.RateLimit(30, 5)):
-        manager = envoy_config(limit)["static_resources"]["listeners"][0]["filter_chains"][0]
-        ratelimit = manager["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]
+        ratelimit = rate_limit_filter(envoy_config(limit), "per_client")
         bucket = ratelimit["descriptors"][0]["token_bucket"]
-        per_second = bucket["tokens_per_fill"] / float(bucket["fill_interval"].rstrip("s"))
 
-        assert (per_second, bucket["max_tokens"]) == (limit.rps, limit.burst)
+        assert per_second(bucket) == (limit.rps, limit.burst)
 
 
-def test_envoy_accepts_its_config(tmp_path: Path) -> None:
+def test_every_caller_bucket_is_in_envoy_at_its_size() -> None:
+    limits = policy.caller_limits({"GATEWAY_RATE_LIMIT_CHECKOUT_RPS": "3"})
+    config = envoy.render(
+        listen=("127.0.0.1", 18000),
+        admin=("127.0.0.1", 19901),
+        upstreams=UPSTREAMS,
+        rate_limit=DEFAULT,
+        caller_limits=limits,
+    )
+    ratelimit = rate_limit_filter(config, "per_caller")
+    sizes = {
+        next(e["value"] for e in d["entries"] if e["key"] == "limit"): per_second(d["token_bucket"])
+        for d in ratelimit["descriptors"]
+    }
+
+    assert sizes == {limit.name: (limit.rps, limit.burst) for limit in limits}
+    assert sizes["checkout"][0] == 3
+    # The caller bucket is keyed on the subject, or on the address when there is none.
+    assert len(ratelimit["descriptors"]) == len(limits) + 1
+
+
+def test_envoy_strips_the_caller_headers_before_it_verifies_and_limits_after() -> None:
+    names = [
+        f["typed_config"].get("stat_prefix") or f["name"].rsplit(".", 1)[1]
+        for f in http_filters(envoy_config())
+    ]
+
+    assert names == [
+        "header_mutation",
+        "per_client",
+        "jwt_authn",
+        "per_caller",
+        "buffer",
+        "router",
+    ]
+
+
+def jwt_config(config: dict) -> dict:
+    [found] = [f["typed_config"] for f in http_filters(config) if f["name"].endswith("jwt_authn")]
+    return found
+
+
+def test_envoy_needs_a_token_on_the_api_except_the_anonymous_calls() -> None:
+    rules = jwt_config(envoy_config())["rules"]
+    optional = [r["match"]["path"] for r in rules if "requires_any" in r["requires"]]
+    required = [r["match"]["prefix"] for r in rules if "provider_name" in r["requires"]]
+
+    assert optional == ["/api/v1/menu", "/api/v1/customers", "/api/v1/tokens"]
+    assert required == [r.prefix for r in ROUTES if r.prefix.startswith("/api/")]
+
+
+def test_envoy_fetches_the_bundled_jwks_from_the_customer_upstream() -> None:
+    provider = jwt_config(envoy_config())["providers"]["cafe"]
+    host, port = UPSTREAMS["customer"]
+
+    assert provider["remote_jwks"]["http_uri"] == {
+        "uri": f"http://{host}:{port}/customer/.well-known/jwks.json",
+        "cluster": "customer",
+        "timeout": "2s",
+    }
+    assert provider["remote_jwks"]["cache_duration"] == "60s"
+    assert (provider["issuer"], provider["audiences"]) == (
+        "http://127.0.0.1:8000/customer",
+        ["cafe"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, policy.Identity()),
+        (
+            {
+                "OIDC_ISSUER": "https://idp.example/",
+                "OIDC_AUDIENCE": "api",
+                "OIDC_JWKS_URL": "https://idp.example/jwks",
+                "GATEWAY_JWKS_CACHE_S": "300",
+            },
+            policy.Identity("https://idp.example/", "api", "https://idp.example/jwks", 300),
+        ),
+    ],
+)
+def test_the_identity_provider_comes_from_the_environment(
+    environ: dict[str, str], expected: policy.Identity
+) -> None:
+    assert policy.Identity.from_env(environ) == expected
+
+
+def test_every_caller_bucket_can_be_set_from_the_environment() -> None:
+    environ = {
+        f"{limit.env_prefix}_{part}": str(100 + i)
+        for i, limit in enumerate(policy.CALLER_LIMITS)
+        for part in ("RPS", "BURST")
+    }
+
+    limits = policy.caller_limits(environ)
+
+    assert [(lim.rps, lim.burst) for lim in limits] == [
+        (100 + i, 100 + i) for i in range(len(limits))
+    ]
+    with pytest.raises(ValueError, match="GATEWAY_RATE_LIMIT_LOGIN"):
+        policy.caller_limits({"GATEWAY_RATE_LIMIT_LOGIN_BURST": "0"})
+
+
+EXTERNAL = policy.Identity(issuer="https://idp.example/", jwks_url="https://idp.example/jwks")
+
+
+@pytest.mark.parametrize("identity", [policy.Identity(), EXTERNAL], ids=["bundled", "external"])
+def test_envoy_accepts_its_config(tmp_path: Path, identity: policy.Identity) -> None:
     path = tmp_path / "envoy.json"
-    path.write_text(json.dumps(envoy_config()))
+    config = envoy.render(
+        listen=("127.0.0.1", 18000),
+        admin=("127.0.0.1", 19901),
+        upstreams=UPSTREAMS,
+        rate_limit=DEFAULT,
+        identity=identity,
+    )
+    path.write_text(json.dumps(config))
     envoy_bin = Path(sys.executable).parent / "envoy"
 
     checked = subprocess.run(
@@ -116,6 +250,27 @@ def test_envoy_accepts_its_config(tmp_path: Path) -> None:
     )
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_external_jwks_is_fetched_over_tls_from_a_cluster_of_its_own() -> None:
+    config = envoy.render(
+        listen=("127.0.0.1", 18000),
+        admin=("127.0.0.1", 19901),
+        upstreams=UPSTREAMS,
+        rate_limit=DEFAULT,
+        identity=EXTERNAL,
+    )
+    [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == "oidc_jwks"]
+    uri = jwt_config(config)["providers"]["cafe"]["remote_jwks"]["http_uri"]
+    tls = cluster["transport_socket"]["typed_config"]
+
+    assert (uri["uri"], uri["cluster"]) == ("https://idp.example/jwks", "oidc_jwks")
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "idp.example", "port_value": 443}
+    assert tls["sni"] == "idp.example"
+    assert tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "idp.example"}}
+    ]
 
 
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed")
@@ -128,3 +283,37 @@ def test_nginx_accepts_its_config(tmp_path: Path) -> None:
     )
 
     assert checked.returncode == 0, checked.stderr
+
+
+def test_every_caller_bucket_is_an_nginx_zone_at_its_size(tmp_path: Path) -> None:
+    limits = policy.caller_limits({"GATEWAY_RATE_LIMIT_SIGNUP_BURST": "7"})
+    config = nginx.render(
+        listen=("127.0.0.1", 18000),
+        upstreams=UPSTREAMS,
+        state_dir=tmp_path,
+        rate_limit=DEFAULT,
+        caller_limits=limits,
+    )
+    rates = dict(re.findall(r"limit_req_zone \S+ zone=(\w+):10m rate=(\d+)r/s;", config))
+    bursts = dict(re.findall(r"limit_req zone=(\w+) burst=(\d+) nodelay;", config))
+
+    expected = {limit.name: (str(limit.rps), str(limit.burst)) for limit in limits}
+    assert {name: (rates[name], bursts[name]) for name in expected} == expected
+    assert bursts["signup"] == "7"
+    assert (rates["per_client"], bursts["per_client"]) == (str(DEFAULT.rps), str(DEFAULT.burst))
+
+
+def test_nginx_verifies_every_api_route_and_lets_anonymous_calls_through(tmp_path: Path) -> None:
+    config = nginx_config(tmp_path)
+    verified = re.findall(
+        r"location (= )?(/api/\S*) \{\s*set \$gateway_optional (\S+);\s*auth_request ", config
+    )
+
+    assert {(path, optional) for _, path, optional in verified if optional == "0"} == {
+        (r.prefix, "0") for r in ROUTES if r.prefix.startswith("/api/")
+    }
+    assert [path for exact, path, optional in verified if exact] == [
+        call.path for call in policy.ANONYMOUS
+    ]
+    # Nothing else is verified at the gateway.
+    assert config.count("auth_request /_gateway/auth;") == len(verified)
