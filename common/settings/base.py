@@ -157,6 +157,12 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "DATABASES": {"default": database},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "AUTH_PASSWORD_VALIDATORS": PASSWORD_VALIDATORS,
+        # The first hashes new passwords; the others still check hashes made before.
+        "PASSWORD_HASHERS": [
+            "common.auth.hashers.Argon2idHasher",
+            "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+            "django.contrib.auth.hashers.ScryptPasswordHasher",
+        ],
         # Shared by every process of the service (login throttling counts live here).
         "CACHES": {
             "default": {

@@ -270,3 +270,20 @@ def test_without_a_token_only_sign_up_and_login_answer(
         assert response.json()["code"] == "not_authenticated"
         assert response["WWW-Authenticate"] == 'Bearer realm="cafe"'
     assert login(stale, "aiko@example.com").status_code == 200
+
+
+def test_passwords_are_stored_as_argon2id(
+    anonymous: APIClient, token_keys: Path, settings: Any
+) -> None:
+    from django.conf import global_settings
+
+    settings.PASSWORD_HASHERS = [
+        "common.auth.hashers.Argon2idHasher",
+        *global_settings.PASSWORD_HASHERS,
+    ]
+    sign_up(anonymous)
+
+    stored = Customer.objects.get().password
+    assert stored.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    assert PASSWORD not in stored
+    assert login(anonymous, "aiko@example.com").status_code == 200
