@@ -146,7 +146,8 @@ class Anonymous:
 # Calls under /api/ that pass without a token; whatever Authorization they carry is passed on
 # (the services ignore it there). Everything else under a route of the table below /api/
 # needs a valid token. The /<service>/ and /flower/ prefixes are not checked at the gateway:
-# health, schema, Swagger UI and the JWKS are public, the operator pages have their own login.
+# health, schema, Swagger UI and the JWKS are public, the operator pages (on the operator
+# listener only) have their own login.
 ANONYMOUS: tuple[Anonymous, ...] = (
     Anonymous(("GET", "HEAD"), "/api/v1/menu"),
     Anonymous(("POST",), "/api/v1/customers"),

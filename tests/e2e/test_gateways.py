@@ -19,7 +19,7 @@ import pytest
 from deploy.gateway import policy
 from tests.e2e.cafe import Cafe
 from tests.e2e.conftest import DB_PREFIX, PG_DSN, SERVICES, Stack
-from tests.e2e.gateways import GATEWAYS, assert_problem
+from tests.e2e.gateways import GATEWAYS, Running, assert_problem
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,22 @@ SPOOFED = "203.0.113.77"
 
 
 @pytest.fixture(params=GATEWAYS)
-def url(request: pytest.FixtureRequest, stack: Stack, nginx_url: str) -> str:
-    return stack.url if request.param == "envoy" else nginx_url
+def running(request: pytest.FixtureRequest, stack: Stack, nginx_gateway: Running) -> Running:
+    if request.param == "envoy":
+        return Running(stack.url, stack.operator_url)
+    return nginx_gateway
+
+
+@pytest.fixture
+def url(running: Running) -> str:
+    return running.url
+
+
+@pytest.fixture
+def operator_edge(running: Running) -> Iterator[httpx.Client]:
+    """The same gateway's operator listener, where Flower is."""
+    with httpx.Client(base_url=running.operator_url, timeout=15.0) as client:
+        yield client
 
 
 @pytest.fixture
@@ -153,12 +167,12 @@ def test_the_service_sees_the_client_address_not_a_spoofed_one(stack: Stack, url
     assert SPOOFED not in line
 
 
-def test_flower_requires_a_login(stack: Stack, edge: httpx.Client) -> None:
+def test_flower_requires_a_login(stack: Stack, operator_edge: httpx.Client) -> None:
     login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
 
-    assert edge.get("/flower/").status_code == 401
-    assert edge.get("/flower/", auth=(login[0], "wrong")).status_code == 401
-    assert edge.get("/flower/", auth=login).status_code == 200
+    assert operator_edge.get("/flower/").status_code == 401
+    assert operator_edge.get("/flower/", auth=(login[0], "wrong")).status_code == 401
+    assert operator_edge.get("/flower/", auth=login).status_code == 200
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -168,25 +182,28 @@ def test_each_service_is_routed(edge: httpx.Client, service: str) -> None:
     assert (response.status_code, response.json()["service"]) == (200, service)
 
 
-def test_flower_sees_the_workers_of_every_service(stack: Stack, edge: httpx.Client) -> None:
+def test_flower_sees_the_workers_of_every_service(
+    stack: Stack, operator_edge: httpx.Client
+) -> None:
     """From their events (online, heartbeats, tasks): remote control is off, so no worker
     answers Flower's inspect broadcasts (nor its shutdown, pool or rate-limit commands)."""
     login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
     deadline = time.monotonic() + 10
     while True:
-        workers = edge.get("/flower/workers", params={"json": 1}, auth=login).json()["data"]
+        listed = operator_edge.get("/flower/workers", params={"json": 1}, auth=login)
+        workers = listed.json()["data"]
         services = {w["hostname"].split("@")[0] for w in workers if w["status"]}
         if services == set(SERVICES) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
 
     assert services == set(SERVICES)
-    inspected = edge.get("/flower/api/workers", params={"refresh": 1}, auth=login)
+    inspected = operator_edge.get("/flower/api/workers", params={"refresh": 1}, auth=login)
     assert inspected.json() == {}
 
 
 def test_flower_shows_every_command_of_a_saga_handled_by_its_service(
-    stack: Stack, edge: httpx.Client
+    stack: Stack, edge: httpx.Client, operator_edge: httpx.Client
 ) -> None:
     login = (stack.env["FLOWER_USER"], stack.env["FLOWER_PASSWORD"])
     cafe = Cafe(edge)
@@ -212,7 +229,9 @@ def test_flower_shows_every_command_of_a_saga_handled_by_its_service(
     for message_id, type_, destination in commands:
         deadline = time.monotonic() + 10
         while True:
-            found = edge.get("/flower/api/tasks", params={"search": message_id}, auth=login)
+            found = operator_edge.get(
+                "/flower/api/tasks", params={"search": message_id}, auth=login
+            )
             succeeded = [t for t in found.json().values() if t["state"] == "SUCCESS"]
             if succeeded:
                 break

@@ -13,7 +13,7 @@ def test_health_and_readiness_against_real_database_and_redis(client: Client) ->
     assert client.get("/orchestrator/healthz").json()["status"] == "ok"
     ready = client.get("/orchestrator/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == ["database", "redis"]
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
 def test_openapi_schema_and_swagger_ui(client: Client) -> None:
