@@ -235,6 +235,40 @@ def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
     }
 
 
+# Envoy keeps a client's X-Request-Id (preserve_external_request_id) and has no setting to check
+# its shape, so a Lua filter replaces a malformed one before anything logs or forwards it. The
+# pattern is policy.REQUEST_ID_PATTERN's, in Lua's syntax.
+REQUEST_ID_LUA = """\
+math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+
+local function fresh()
+  local parts = {}
+  for i = 1, 8 do
+    parts[i] = string.format("%04x", math.random(0, 65535))
+  end
+  return table.concat(parts)
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local id = headers:get("x-request-id")
+  if id ~= nil and (#id < 8 or #id > 64 or not string.match(id, "^[A-Za-z0-9._%-]+$")) then
+    headers:replace("x-request-id", fresh())
+  end
+end
+"""
+
+
+def _request_id_filter() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": REQUEST_ID_LUA},
+        },
+    }
+
+
 def _buffer_and_route() -> list[dict[str, Any]]:
     return [
         {
@@ -256,6 +290,7 @@ def _public_filters(
     limit: policy.RateLimit, access: envoy_auth.Access, routes: list[Route]
 ) -> list[dict[str, Any]]:
     return [
+        _request_id_filter(),
         envoy_auth.strip_caller_headers(),
         _rate_limit_filter(limit),
         envoy_auth.jwt_filter(access, routes),
@@ -267,7 +302,12 @@ def _public_filters(
 def _operator_filters(limit: policy.RateLimit) -> list[dict[str, Any]]:
     """No bearer tokens here: every operator surface has its own login (Django admin, Flower's
     basic auth), and readiness and metrics are for the operator's own probes and scrapers."""
-    return [envoy_auth.strip_caller_headers(), _rate_limit_filter(limit), *_buffer_and_route()]
+    return [
+        _request_id_filter(),
+        envoy_auth.strip_caller_headers(),
+        _rate_limit_filter(limit),
+        *_buffer_and_route(),
+    ]
 
 
 def _connection_manager(

@@ -44,10 +44,11 @@ map "$request_method $http_idempotency_key" $gateway_retryable {
 }"""
 
 PREAMBLE_MAPS = """\
-# A client's X-Request-Id is kept; otherwise Nginx makes one.
+# A client's X-Request-Id is kept when it is well formed (policy.REQUEST_ID_PATTERN); otherwise
+# Nginx makes one.
 map $http_x_request_id $gateway_request_id {
-    "" $request_id;
-    default $http_x_request_id;
+    "~^[A-Za-z0-9._-]{8,64}$" $http_x_request_id;
+    default $request_id;
 }
 # $request_time is seconds with a fraction ("0.004"); the log has whole milliseconds like Envoy's.
 map $request_time $gateway_duration_ms {

@@ -27,6 +27,9 @@ EJECT_AFTER_FAILURES = 3
 EJECT_FOR_S = 10
 
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+# The only X-Request-Id a client may choose (as the services accept it, common.api.request_id);
+# the gateways replace any other with one of their own.
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._-]{8,64}"
 
 
 @dataclass(frozen=True)

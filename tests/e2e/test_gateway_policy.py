@@ -6,6 +6,7 @@ listener serves."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -182,3 +183,25 @@ def test_flower_is_read_only(running: Running, method: str, path: str) -> None:
         refused = http.request(method, path, headers={"Idempotency-Key": "k"})
 
     assert_problem(refused, 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "sent",
+    ["short", "x" * 65, 'abc12345" forged="yes', "abc 12345 level=ERROR", "ünïcode-id-1"],
+)
+def test_a_malformed_request_id_is_replaced_before_anyone_sees_it(url: str, sent: str) -> None:
+    with client(url, "127.0.0.10") as http:
+        response = http.get(f"{ANY}/echo", headers={b"X-Request-Id": sent.encode()})
+
+    forwarded = response.json()["x-request-id"]
+    assert forwarded != sent
+    assert re.fullmatch(policy.REQUEST_ID_PATTERN, forwarded)
+    assert response.headers["x-request-id"] == forwarded
+
+
+def test_a_well_formed_request_id_is_kept(url: str) -> None:
+    sent = "client.id_0123-abc"
+    with client(url, "127.0.0.11") as http:
+        response = http.get(f"{ANY}/echo", headers={"X-Request-Id": sent})
+
+    assert response.json()["x-request-id"] == response.headers["x-request-id"] == sent

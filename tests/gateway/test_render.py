@@ -212,6 +212,7 @@ def test_envoy_strips_the_caller_headers_before_it_verifies_and_limits_after() -
     ]
 
     assert names == [
+        "lua",  # the request id is checked first, so every later filter logs a good one
         "header_mutation",
         "per_client",
         "jwt_authn",
@@ -379,3 +380,12 @@ def test_nginx_verifies_every_api_route_and_lets_anonymous_calls_through(tmp_pat
     ]
     # Nothing else is verified at the gateway.
     assert config.count("auth_request /_gateway/auth;") == len(verified)
+
+
+def test_gateways_and_services_accept_the_same_request_ids(tmp_path: Path) -> None:
+    from common.api.request_id import REQUEST_ID
+
+    assert REQUEST_ID.pattern == policy.REQUEST_ID_PATTERN
+    assert f'"~^{policy.REQUEST_ID_PATTERN}$" $http_x_request_id;' in nginx_config(tmp_path)
+    [lua] = [f for f in http_filters(envoy_config()) if f["name"] == "envoy.filters.http.lua"]
+    assert "^[A-Za-z0-9._%-]+$" in lua["typed_config"]["default_source_code"]["inline_string"]
