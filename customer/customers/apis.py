@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from common.api.errors import BusinessError
 from common.api.pagination import Pagination
-from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
+from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES, paginated
 from common.auth.drf import actor
 from common.auth.keys import NoSigningKey
 from common.auth.views import AnonymousMethodsMixin
@@ -47,7 +47,7 @@ class CustomerCollectionApi(AnonymousMethodsMixin, APIView):
     @extend_schema(
         operation_id="customers_list",
         description="Every customer (operators only).",
-        responses={200: CustomerOutputSerializer(many=True), **PROBLEM_RESPONSES},
+        responses={200: paginated(CustomerOutputSerializer), **PROBLEM_RESPONSES},
     )
     def get(self, request: Request) -> Response:
         paginator = Pagination()
