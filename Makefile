@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
-.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check bench-outbox bench-saga \
+.PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check check-deploy bench-outbox bench-saga \
 	k8s-validate docker-check load
 
 help:
@@ -54,8 +54,22 @@ lint: venv
 
 migrations-check: venv
 	@for s in $(SERVICES); do \
-		$(BIN)/python -W ignore::RuntimeWarning manage.py makemigrations --check --dry-run --settings=$$s.settings >/dev/null \
+		CAFE_ENV=development $(BIN)/python -W ignore::RuntimeWarning manage.py makemigrations --check --dry-run --settings=$$s.settings >/dev/null \
 			|| { echo "missing migrations in $$s"; exit 1; }; \
+	done
+
+# Every service's settings in a production-like environment (nothing but what production must
+# give: a random SECRET_KEY, passwords in the database and Redis URLs; no CAFE_ENV): Django's
+# deployment checklist must find nothing, and the settings must not refuse to start.
+check-deploy: venv
+	@for s in $(SERVICES); do \
+		S=$$(echo $$s | tr a-z A-Z); \
+		env -i PATH="$$PATH" HOME="$$HOME" ENV_FILE=/nonexistent \
+			SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
+			$${S}_DATABASE_URL=postgres://$$s:deploy-check-$$RANDOM$$RANDOM@db.invalid:5432/$$s \
+			REDIS_URL=redis://:deploy-check-$$RANDOM$$RANDOM@redis.invalid:6379/0 \
+			$(BIN)/python manage.py check --deploy --fail-level WARNING --settings=$$s.settings \
+			|| { echo "check --deploy failed for $$s"; exit 1; }; \
 	done
 
 # Each service's own tests run under its own settings and test database.
@@ -69,7 +83,7 @@ test-unit: venv
 test-e2e: venv
 	$(BIN)/pytest tests -p no:django -q
 
-test: lint migrations-check test-unit test-e2e
+test: lint migrations-check check-deploy test-unit test-e2e
 
 bench-saga: venv
 	$(BIN)/python -m tests.bench.saga

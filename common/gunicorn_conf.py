@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -9,12 +10,21 @@ from gunicorn import glogging
 
 from common.api.request_id import ENVIRON_KEY
 
-# `h` is REMOTE_ADDR after common.api.request_id has set it to the client (gunicorn reads the
-# environ after the response); the request id joins the line to the gateway's and Django's.
-access_log_format = (
-    '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({request_id}e)s '
-    'forwarded_for="%({x-forwarded-for}i)s" "%(a)s"'
-)
+# The access log is one JSON object per request, like the services' own log lines: the field
+# of each atom (Logger.atoms). `h` is REMOTE_ADDR after common.api.request_id has set it to the
+# client (gunicorn reads the environ after the response); the request id joins the line to the
+# gateway's and Django's.
+ACCESS_LOG_FIELDS = {
+    "time": "t",
+    "client": "h",
+    "request": "r",
+    "status": "s",
+    "bytes": "b",
+    "duration_ms": "M",
+    "request_id": "{request_id}e",
+    "forwarded_for": "{x-forwarded-for}i",
+    "user_agent": "a",
+}
 
 
 def when_ready(server: Any) -> None:
@@ -34,9 +44,16 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 class Logger(glogging.Logger):
-    """gunicorn's logger, building only the atoms ``access_log_format`` uses. gunicorn's own
+    """gunicorn's logger, building only the atoms ``ACCESS_LOG_FIELDS`` uses. gunicorn's own
     ``atoms`` makes one for every request header, response header and WSGI environ key of every
     request, then escapes them all: that was 0.5 ms of CPU per request, a third of a simple GET."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        line = {field: atoms[atom] for field, atom in ACCESS_LOG_FIELDS.items()}
+        self.access_log.info(json.dumps(line, separators=(",", ":")))
 
     def atoms(
         self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any

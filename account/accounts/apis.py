@@ -14,7 +14,7 @@ from account.accounts.models import Account, LedgerEntry
 from account.accounts.selectors import account_get, entry_list
 from account.accounts.services import account_deposit
 from common.api.pagination import Pagination
-from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
+from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES, paginated
 from common.auth.drf import actor
 from common.idempotency.views import idempotent
 
@@ -73,7 +73,7 @@ class DepositApi(APIView):
 
 
 class EntryListApi(APIView):
-    @extend_schema(responses={200: EntryOutputSerializer(many=True), **PROBLEM_RESPONSES})
+    @extend_schema(responses={200: paginated(EntryOutputSerializer), **PROBLEM_RESPONSES})
     def get(self, request: Request, customer_id: uuid.UUID) -> Response:
         paginator = Pagination()
         entries = entry_list(actor=actor(request), customer_id=customer_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -19,7 +20,9 @@ from django.http import HttpRequest, HttpResponse
 
 from common.messaging.envelope import caused_by, current_cause
 
-MAX_REQUEST_ID_LENGTH = 200
+# What a request id may look like; anything else a client sends is replaced by a fresh one, so
+# an id can never carry a line break, a quote or a second log field.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 # The WSGI environ key gunicorn's access log reads the id from (common.gunicorn_conf).
 ENVIRON_KEY = "REQUEST_ID"
 
@@ -37,6 +40,16 @@ def client_address(meta: Mapping[str, Any], trusted_proxies: Collection[str]) ->
         return peer
 
 
+def accepted_request_id(sent: str) -> str:
+    """``sent`` if it is a well-formed request id, else a new one."""
+    return sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
+def request_client(request: HttpRequest) -> str:
+    """The client address RequestIdMiddleware settled on (django-axes counts failures by it)."""
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
 class RequestIdMiddleware:
     """Serve the request inside ``caused_by(request_id=…)``, with REMOTE_ADDR set to the client.
 
@@ -49,8 +62,7 @@ class RequestIdMiddleware:
         self.trusted_proxies = frozenset(settings.FORWARDED_ALLOW_IPS)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        sent = request.headers.get("X-Request-Id", "")
-        request_id = sent[:MAX_REQUEST_ID_LENGTH] or uuid.uuid4().hex
+        request_id = accepted_request_id(request.headers.get("X-Request-Id", ""))
         request.META[ENVIRON_KEY] = request_id
         request.META["REMOTE_ADDR"] = client_address(request.META, self.trusted_proxies)
         with caused_by(request_id=request_id):

@@ -33,15 +33,35 @@ Problem = inline_serializer(
     },
 )
 
-PROBLEM_RESPONSES = {
-    code: OpenApiResponse(Problem, description=description)
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Errors are RFC 9457 problems, served as application/problem+json (common.api.errors).
+PROBLEM_RESPONSES: dict[int | tuple[int, str], Any] = {
+    (code, PROBLEM_CONTENT_TYPE): OpenApiResponse(Problem, description=description)
     for code, description in {
-        400: "Invalid input (application/problem+json)",
+        400: "Invalid input",
+        401: "A valid bearer token is required",
+        403: "Not allowed for this caller",
         404: "Unknown id",
         409: "Conflict with the current state",
         422: "Idempotency-Key reused with a different request",
+        429: "Too many requests; see Retry-After",
     }.items()
 }
+
+
+def paginated(serializer: type[serializers.Serializer[Any]]) -> Any:
+    """The schema of a page of ``serializer``'s objects (common.api.pagination.Pagination)."""
+    name = serializer.__name__.removesuffix("Serializer")
+    return inline_serializer(
+        name=f"Paginated{name}List",
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )
 
 
 class BearerScheme(OpenApiAuthenticationExtension):

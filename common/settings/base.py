@@ -8,6 +8,7 @@ A service's ``settings.py`` is one call::
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ import environ
 from common.messaging.keys import MESSAGE_KEYS_DIR
 from common.messaging.routing import SERVICES
 from common.settings.database import database_url
+from common.settings.production import (
+    DEVELOPMENT_SECRET_KEY,
+    is_development,
+    refuse_insecure,
+)
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -36,6 +42,7 @@ COMMON_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
+    "axes",
     "common.ops",
     "common.idempotency",
     "common.outbox",
@@ -91,13 +98,72 @@ def identity_settings() -> dict[str, Any]:
     }
 
 
+# Paths a machine asks a web process for directly, not through TLS and the gateway (health
+# probes, metric scrapers, the JWKS fetch, Nginx's token check): never redirected to https.
+SSL_REDIRECT_EXEMPT = [
+    r"^[a-z]+/(healthz|readyz|metrics)$",
+    r"^customer/\.well-known/",
+    r"^customer/auth/verify$",
+]
+
+
+def transport_security(*, production: bool) -> dict[str, Any]:
+    """Behind TLS (production): the gateway or the ingress terminates it and says so in
+    X-Forwarded-Proto, which both gateways set themselves, whatever a client sent."""
+    return {
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+        "SECURE_SSL_REDIRECT": env.bool("SECURE_SSL_REDIRECT", default=production),
+        "SECURE_REDIRECT_EXEMPT": SSL_REDIRECT_EXEMPT,
+        "SECURE_HSTS_SECONDS": env.int(
+            "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if production else 0
+        ),
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": production,
+        "SECURE_HSTS_PRELOAD": production,
+        "SESSION_COOKIE_SECURE": production,
+        "CSRF_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+    }
+
+
+def admin_login_throttling() -> dict[str, Any]:
+    """django-axes: an admin login is refused (429) for ADMIN_LOCKOUT_MINUTES after
+    ADMIN_LOGIN_FAILURES failures of one username from one client address. Token logins
+    (POST /api/v1/tokens) have their own limits (identity_settings)."""
+    return {
+        "AUTHENTICATION_BACKENDS": [
+            "axes.backends.AxesStandaloneBackend",
+            "django.contrib.auth.backends.ModelBackend",
+        ],
+        "AXES_FAILURE_LIMIT": env.int("ADMIN_LOGIN_FAILURES", default=5),
+        "AXES_COOLOFF_TIME": timedelta(minutes=env.float("ADMIN_LOCKOUT_MINUTES", default=15)),
+        "AXES_LOCKOUT_PARAMETERS": [["username", "ip_address"]],
+        "AXES_RESET_ON_SUCCESS": True,
+        "AXES_CLIENT_IP_CALLABLE": "common.api.request_id.request_client",
+    }
+
+
 def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[str, Any]:
     """Build the settings of one service. ``service`` is also its queue and URL prefix;
     ``handlers`` is the dotted path of its message handler table."""
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}")
+    development = is_development(os.environ)
+    redis_url = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+    own_database = database_url(service, os.environ)
+    refuse_insecure(
+        os.environ,
+        database_urls={
+            f"{service.upper()}_DATABASE_URL": own_database,
+            **{
+                f"{other.upper()}_DATABASE_URL": os.environ[f"{other.upper()}_DATABASE_URL"]
+                for other in SERVICES
+                if os.environ.get(f"{other.upper()}_DATABASE_URL")
+            },
+        },
+        redis_url=redis_url,
+    )
     debug = env.bool("DEBUG", default=False)
-    database = environ.Env.db_url_config(database_url(service, os.environ))
+    database = environ.Env.db_url_config(own_database)
     # Server-side parameter binding lets psycopg prepare a statement once it has run a few
     # times on a connection, so PostgreSQL skips parsing the same few statements of the message
     # path on every message (Django leaves both off by default, for poolers that cannot keep
@@ -113,16 +179,18 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
     )
     database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     database["CONN_HEALTH_CHECKS"] = True
-    redis_url = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
     return {
         "SERVICE_NAME": service,
         "BASE_DIR": BASE_DIR,
-        "SECRET_KEY": env.str("SECRET_KEY", default="insecure-local-development-key-change-me"),
+        # Production has no default (refuse_insecure has made sure there is a real one).
+        "SECRET_KEY": env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY if development else ""),
         "DEBUG": debug,
         "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"]),
         "CSRF_TRUSTED_ORIGINS": env.list(
-            "CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+            "CSRF_TRUSTED_ORIGINS",
+            # The admin is on the gateway's operator listener (make up: 8100).
+            default=["http://127.0.0.1:8100", "http://localhost:8100"],
         ),
         "INSTALLED_APPS": [*COMMON_APPS, *apps],
         "MIDDLEWARE": [
@@ -136,8 +204,11 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
             "django.contrib.auth.middleware.AuthenticationMiddleware",
             "django.contrib.messages.middleware.MessageMiddleware",
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            # Last, as django-axes asks: refuses a locked-out admin login.
+            "axes.middleware.AxesMiddleware",
             "django_prometheus.middleware.PrometheusAfterMiddleware",
         ],
+        **admin_login_throttling(),
         "ROOT_URLCONF": f"{service}.urls",
         "WSGI_APPLICATION": f"{service}.wsgi.application",
         "TEMPLATES": [
@@ -188,13 +259,14 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "SESSION_COOKIE_PATH": f"/{service}/",
         "CSRF_COOKIE_PATH": f"/{service}/",
         "USE_X_FORWARDED_HOST": False,
+        **transport_security(production=not development),
         # Peers whose X-Forwarded-For names the client (the gateway); gunicorn reads it too.
         "FORWARDED_ALLOW_IPS": env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"]),
         "DATA_UPLOAD_MAX_MEMORY_SIZE": 1024 * 1024,
         "REDIS_URL": redis_url,
         "REST_FRAMEWORK": {
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_PARSER_CLASSES": ["common.api.parsers.JSONParser"],
             # Every API view needs a verified token unless it names its anonymous methods
             # (common.auth.drf.AnonymousMethodsMixin).
             "DEFAULT_AUTHENTICATION_CLASSES": ["common.auth.drf.BearerAuthentication"],
@@ -225,23 +297,29 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "LOGGING": {
             "version": 1,
             "disable_existing_loggers": False,
+            # One JSON object per line (python-json-logger): a message, a request id or an
+            # exception text can hold quotes and line breaks, never a field or a line of its own.
             "formatters": {
-                "plain": {
-                    "format": f"%(asctime)s %(levelname)s [{service}] %(name)s "
-                    "request_id=%(request_id)s: %(message)s"
+                "json": {
+                    "()": "pythonjsonlogger.json.JsonFormatter",
+                    "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+                    "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+                    "static_fields": {"service": service},
                 }
             },
             "filters": {"request_id": {"()": "common.api.request_id.RequestIdFilter"}},
             "handlers": {
                 "console": {
                     "class": "logging.StreamHandler",
-                    "formatter": "plain",
+                    "formatter": "json",
                     "filters": ["request_id"],
                 }
             },
             "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
             "loggers": {
                 "django.db.backends": {"level": "WARNING"},
+                # It announces its configuration at every process start.
+                "axes": {"level": "WARNING"},
             },
         },
         "PROMETHEUS_EXPORT_MIGRATIONS": False,

@@ -4,8 +4,12 @@ run sees every model. No process runs with these settings.
 The plugin reads settings statically, so the project's own settings are declared with types here.
 """
 
+import os
 from pathlib import Path
 from typing import Any
+
+# Type-checking runs with whatever environment a developer has; these settings are never served.
+os.environ.setdefault("CAFE_ENV", "development")
 
 from common.settings import service_settings
 

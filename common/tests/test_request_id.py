@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -64,15 +65,15 @@ def serve(request: HttpRequest) -> dict[str, Any]:
 
 def test_the_request_id_is_the_cause_of_messages_and_in_log_records() -> None:
     request = RequestFactory().get(
-        "/", HTTP_X_REQUEST_ID="req-1", HTTP_X_FORWARDED_FOR="10.1.2.3", REMOTE_ADDR="127.0.0.1"
+        "/", HTTP_X_REQUEST_ID="req-0001", HTTP_X_FORWARDED_FOR="10.1.2.3", REMOTE_ADDR="127.0.0.1"
     )
 
     seen = serve(request)
 
-    assert seen["cause"] == {"request_id": "req-1"}
-    assert seen["logged"] == "req-1"
+    assert seen["cause"] == {"request_id": "req-0001"}
+    assert seen["logged"] == "req-0001"
     assert seen["client"] == "10.1.2.3"
-    assert request.META["REQUEST_ID"] == "req-1"  # for gunicorn's access log
+    assert request.META["REQUEST_ID"] == "req-0001"  # for gunicorn's access log
     assert current_cause() == {}
 
 
@@ -81,6 +82,30 @@ def test_a_request_without_an_id_gets_one() -> None:
 
     assert len(seen["cause"]["request_id"]) == 32
     assert seen["logged"] == seen["cause"]["request_id"]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "short",
+        "x" * 65,
+        'abc12345" level=ERROR forged="yes',
+        "abc12345\nforged line",
+        "abc 12345",
+        "abc/12345",
+        "ünïcode-id",
+    ],
+)
+def test_a_malformed_request_id_is_replaced(sent: str) -> None:
+    seen = serve(RequestFactory().get("/", HTTP_X_REQUEST_ID=sent))
+
+    assert seen["cause"]["request_id"] != sent
+    assert re.fullmatch(r"[0-9a-f]{32}", seen["cause"]["request_id"])
+
+
+@pytest.mark.parametrize("sent", ["abcdefgh", "A.b_c-9" + "z" * 57, "gw-1f2e3d4c"])
+def test_a_well_formed_request_id_is_kept(sent: str) -> None:
+    assert serve(RequestFactory().get("/", HTTP_X_REQUEST_ID=sent))["cause"]["request_id"] == sent
 
 
 def test_outside_a_request_the_log_says_so() -> None:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 from django_ratelimit.core import get_usage
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from common.api.errors import BusinessError
 from common.api.pagination import Pagination
-from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES
+from common.api.schema import IDEMPOTENCY_KEY_PARAMETER, PROBLEM_RESPONSES, paginated
 from common.auth.drf import actor
 from common.auth.keys import NoSigningKey
 from common.auth.views import AnonymousMethodsMixin
@@ -37,6 +37,8 @@ class CustomerOutputSerializer(serializers.ModelSerializer[Customer]):
 class CustomerCollectionApi(AnonymousMethodsMixin, APIView):
     anonymous_methods = frozenset({"POST"})  # sign-up
 
+    # Named after the operation: every API's "InputSerializer" would be one component.
+    @extend_schema_serializer(component_name="SignUp")
     class InputSerializer(serializers.Serializer[None]):
         name = serializers.CharField(min_length=1, max_length=100)
         email = serializers.EmailField(max_length=254)
@@ -45,7 +47,7 @@ class CustomerCollectionApi(AnonymousMethodsMixin, APIView):
     @extend_schema(
         operation_id="customers_list",
         description="Every customer (operators only).",
-        responses={200: CustomerOutputSerializer(many=True), **PROBLEM_RESPONSES},
+        responses={200: paginated(CustomerOutputSerializer), **PROBLEM_RESPONSES},
     )
     def get(self, request: Request) -> Response:
         paginator = Pagination()
@@ -133,10 +135,13 @@ def _failures(request: HttpRequest, *, username: str, count: bool) -> None:
 class TokenApi(AnonymousMethodsMixin, APIView):
     anonymous_methods = frozenset({"POST"})
 
+    # Named after the operation: every API's "InputSerializer" would be one component.
+    @extend_schema_serializer(component_name="Credentials")
     class InputSerializer(serializers.Serializer[None]):
         username = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
+    @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer[dict[str, object]]):
         access_token = serializers.CharField()
         token_type = serializers.CharField()

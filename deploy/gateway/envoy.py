@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deploy.gateway import envoy_auth, policy
-from deploy.gateway.routes import ROUTES, Route
+from deploy.gateway.routes import READ_METHODS, REFUSED, Listener, Route, routes_of
 
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
@@ -95,14 +95,51 @@ def _routes(route: Route) -> list[dict[str, Any]]:
     ]
 
 
-def _not_found() -> dict[str, Any]:
+def _direct(problem: policy.Problem, match: dict[str, Any]) -> dict[str, Any]:
+    """An answer of the gateway's own (no upstream is asked), as problem+json."""
     return {
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string": policy.NOT_FOUND.body()}},
+        "match": match,
+        "direct_response": {"status": problem.status, "body": {"inline_string": problem.body()}},
         "response_headers_to_add": [
             {"header": {"key": "content-type", "value": policy.PROBLEM_CONTENT_TYPE}}
         ],
     }
+
+
+def _not_found() -> dict[str, Any]:
+    return _direct(policy.NOT_FOUND, {"prefix": "/"})
+
+
+def _refusals(routes: list[Route]) -> list[dict[str, Any]]:
+    """403 for the refused prefixes and for a write to a read-only route; before every route,
+    since Envoy takes the first route that matches."""
+    refused = [
+        _direct(policy.FORBIDDEN, {"prefix": prefix})
+        for prefix in REFUSED
+        if any(prefix.startswith(route.prefix) for route in routes)
+    ]
+    writes = [
+        _direct(
+            policy.FORBIDDEN,
+            {
+                "prefix": route.prefix,
+                "headers": [
+                    {
+                        "name": ":method",
+                        "string_match": {"safe_regex": {"regex": "|".join(READ_METHODS)}},
+                        "invert_match": True,
+                    }
+                ],
+            },
+        )
+        for route in routes
+        if route.read_only
+    ]
+    return [*refused, *writes]
+
+
+def _route_table(routes: list[Route]) -> list[dict[str, Any]]:
+    return [*_refusals(routes), *(r for route in routes for r in _routes(route)), _not_found()]
 
 
 def _status_is(status: int) -> dict[str, Any]:
@@ -198,15 +235,87 @@ def _rate_limit_filter(limit: policy.RateLimit) -> dict[str, Any]:
     }
 
 
+# Envoy keeps a client's X-Request-Id (preserve_external_request_id) and has no setting to check
+# its shape, so a Lua filter replaces a malformed one before anything logs or forwards it. The
+# pattern is policy.REQUEST_ID_PATTERN's, in Lua's syntax.
+REQUEST_ID_LUA = """\
+math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+
+local function fresh()
+  local parts = {}
+  for i = 1, 8 do
+    parts[i] = string.format("%04x", math.random(0, 65535))
+  end
+  return table.concat(parts)
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local id = headers:get("x-request-id")
+  if id ~= nil and (#id < 8 or #id > 64 or not string.match(id, "^[A-Za-z0-9._%-]+$")) then
+    headers:replace("x-request-id", fresh())
+  end
+end
+"""
+
+
+def _request_id_filter() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": REQUEST_ID_LUA},
+        },
+    }
+
+
+def _buffer_and_route() -> list[dict[str, Any]]:
+    return [
+        {
+            # Buffers the whole body (as nginx does) and refuses a larger one with 413.
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": f"{_TYPES}.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": policy.MAX_BODY_BYTES,
+            },
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": f"{_TYPES}.filters.http.router.v3.Router"},
+        },
+    ]
+
+
+def _public_filters(
+    limit: policy.RateLimit, access: envoy_auth.Access, routes: list[Route]
+) -> list[dict[str, Any]]:
+    return [
+        _request_id_filter(),
+        envoy_auth.strip_caller_headers(),
+        _rate_limit_filter(limit),
+        envoy_auth.jwt_filter(access, routes),
+        envoy_auth.caller_rate_limit_filter(access.caller_limits),
+        *_buffer_and_route(),
+    ]
+
+
+def _operator_filters(limit: policy.RateLimit) -> list[dict[str, Any]]:
+    """No bearer tokens here: every operator surface has its own login (Django admin, Flower's
+    basic auth), and readiness and metrics are for the operator's own probes and scrapers."""
+    return [
+        _request_id_filter(),
+        envoy_auth.strip_caller_headers(),
+        _rate_limit_filter(limit),
+        *_buffer_and_route(),
+    ]
+
+
 def _connection_manager(
-    limit: policy.RateLimit,
-    access: envoy_auth.Access,
-    access_routes: list[Route],
-    routes: list[dict[str, Any]],
+    name: str, routes: list[Route], http_filters: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "gateway",
+        "stat_prefix": name,
         "codec_type": "AUTO",
         # Routes, token rules and rate limits all match on the path: one spelling per path
         # ("/a/./b", "/a//b" are "/a/b"), so no other spelling slips past an exact match.
@@ -240,7 +349,7 @@ def _connection_manager(
         ],
         "local_reply_config": _local_replies(),
         "route_config": {
-            "name": "cafe",
+            "name": name,
             # Overwrite, not append: services take the last X-Forwarded-For entry as the client.
             # Other claims about the client or host are dropped.
             "request_headers_to_remove": ["forwarded", "x-forwarded-host"],
@@ -255,29 +364,29 @@ def _connection_manager(
             ],
             "virtual_hosts": [
                 {
-                    "name": "cafe",
+                    "name": name,
                     "domains": ["*"],
-                    "routes": routes,
+                    "routes": _route_table(routes),
                 }
             ],
         },
-        "http_filters": [
-            envoy_auth.strip_caller_headers(),
-            _rate_limit_filter(limit),
-            envoy_auth.jwt_filter(access, access_routes),
-            envoy_auth.caller_rate_limit_filter(access.caller_limits),
+        "http_filters": http_filters,
+    }
+
+
+def _listener(name: str, address: tuple[str, int], manager: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": _address(*address),
+        "filter_chains": [
             {
-                # Buffers the whole body (as nginx does) and refuses a larger one with 413.
-                "name": "envoy.filters.http.buffer",
-                "typed_config": {
-                    "@type": f"{_TYPES}.filters.http.buffer.v3.Buffer",
-                    "max_request_bytes": policy.MAX_BODY_BYTES,
-                },
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": f"{_TYPES}.filters.http.router.v3.Router"},
-            },
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
         ],
     }
 
@@ -285,17 +394,20 @@ def _connection_manager(
 def render(
     *,
     listen: tuple[str, int],
+    operator_listen: tuple[str, int],
     admin: tuple[str, int],
     upstreams: Mapping[str, tuple[str, int]],
     rate_limit: policy.RateLimit | None = None,
     identity: policy.Identity | None = None,
     caller_limits: tuple[policy.CallerLimit, ...] | None = None,
 ) -> dict[str, Any]:
-    """Envoy bootstrap: one listener, routes by path prefix, one cluster per upstream.
+    """Envoy bootstrap: the public and the operator listener, each routing by path prefix the
+    routes the table gives it, and one cluster per upstream.
 
     Routes whose upstream is not given are left out (they answer 404). The admin listener,
-    with the Prometheus stats, is a separate address that is never routed to. Settings not
-    given come from the environment (policy's ``from_env``).
+    with the Prometheus stats and the runtime it can change, is a separate address that is
+    never routed to; keep it on loopback. Settings not given come from the environment
+    (policy's ``from_env``).
     """
     limit = rate_limit or policy.RateLimit.from_env()
     identity = identity or policy.Identity.from_env()
@@ -306,30 +418,23 @@ def render(
         jwks_cluster=jwks_cluster,
         caller_limits=caller_limits if caller_limits is not None else policy.caller_limits(),
     )
-    routed = [route for route in ROUTES if route.upstream in upstreams]
-    routes = [r for route in routed for r in _routes(route)]
-    routes.append(_not_found())
+    public = routes_of(Listener.PUBLIC, upstreams)
+    operator = routes_of(Listener.OPERATOR, upstreams)
     clusters = [_cluster(name, host, port) for name, (host, port) in upstreams.items()]
     return {
         "admin": {"address": _address(*admin)},
         "static_resources": {
             "listeners": [
-                {
-                    "name": "gateway",
-                    "address": _address(*listen),
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": _connection_manager(
-                                        limit, access, routed, routes
-                                    ),
-                                }
-                            ]
-                        }
-                    ],
-                }
+                _listener(
+                    "gateway",
+                    listen,
+                    _connection_manager("gateway", public, _public_filters(limit, access, public)),
+                ),
+                _listener(
+                    "operator",
+                    operator_listen,
+                    _connection_manager("operator", operator, _operator_filters(limit)),
+                ),
             ],
             "clusters": [*clusters, *([extra_cluster] if extra_cluster else [])],
         },

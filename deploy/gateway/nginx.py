@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from deploy.gateway import nginx_edge, policy
-from deploy.gateway.routes import ROUTES, Route
+from deploy.gateway.routes import READ_METHODS, REFUSED, Listener, Route, routes_of
 
 ACCESS_LOG_FORMAT = (
     '{"time":"$time_iso8601","request_id":"$gateway_request_id","client":"$remote_addr",'
@@ -44,10 +44,11 @@ map "$request_method $http_idempotency_key" $gateway_retryable {
 }"""
 
 PREAMBLE_MAPS = """\
-# A client's X-Request-Id is kept; otherwise Nginx makes one.
+# A client's X-Request-Id is kept when it is well formed (policy.REQUEST_ID_PATTERN); otherwise
+# Nginx makes one.
 map $http_x_request_id $gateway_request_id {
-    "" $request_id;
-    default $http_x_request_id;
+    "~^[A-Za-z0-9._-]{8,64}$" $http_x_request_id;
+    default $request_id;
 }
 # $request_time is seconds with a fraction ("0.004"); the log has whole milliseconds like Envoy's.
 map $request_time $gateway_duration_ms {
@@ -104,6 +105,11 @@ def _route_locations(route: Route) -> Iterator[str]:
     # A location's own error_page replaces every inherited one, so they are all repeated here.
     for line in [*_error_pages(), f"error_page 418 = {retry};"]:
         yield f"    {line}"
+    if route.read_only:
+        # Before the retry below, which would hand the request to a location without this.
+        yield f"    if ($request_method !~ ^({'|'.join(READ_METHODS)})$) {{"
+        yield "        return 403;"
+        yield "    }"
     yield "    if ($gateway_retryable) {"
     yield "        return 418;"
     yield "    }"
@@ -203,10 +209,50 @@ def _router(
         f"proxy_connect_timeout {policy.CONNECT_TIMEOUT_S:g}s;",
         "",
         *(line for route in routes for line in _route_locations(route)),
-        "location / {",
-        f"    default_type {policy.PROBLEM_CONTENT_TYPE};",
-        f"    return 404 {_quoted(policy.NOT_FOUND.body())};",
-        "}",
+        *_not_found_location(),
+    ]
+    yield "server {"
+    yield from (f"    {line}" if line else "" for line in body)
+    yield "}"
+
+
+def _not_found_location() -> Iterator[str]:
+    yield "location / {"
+    yield f"    default_type {policy.PROBLEM_CONTENT_TYPE};"
+    yield f"    return 404 {_quoted(policy.NOT_FOUND.body())};"
+    yield "}"
+
+
+def _operator(
+    listen: tuple[str, int], routes: list[Route], limit: policy.RateLimit
+) -> Iterator[str]:
+    """The operator listener: admin, readiness, metrics and Flower, straight to the upstreams.
+    No bearer tokens (each surface has its own login), so neither the verification nor the
+    per-caller buckets of the public side."""
+    host, port = listen
+    refused = [p for p in REFUSED if any(p.startswith(route.prefix) for route in routes)]
+    body = [
+        f"listen {host}:{port};",
+        f"client_max_body_size {policy.MAX_BODY_BYTES};",
+        f"limit_req zone=per_client burst={limit.burst} nodelay;",
+        *_shared(),
+        "add_header X-Request-Id $gateway_request_id always;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Request-Id $gateway_request_id;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-Host '';",
+        "proxy_set_header Forwarded '';",
+        # Only the public side's verification may name a caller.
+        'proxy_set_header X-Auth-Subject "";',
+        'proxy_set_header X-Auth-Scope "";',
+        f"proxy_connect_timeout {policy.CONNECT_TIMEOUT_S:g}s;",
+        "",
+        *(line for prefix in refused for line in (f"location {prefix} {{", "    return 403;", "}")),
+        *(line for route in routes for line in _route_locations(route)),
+        *_not_found_location(),
     ]
     yield "server {"
     yield from (f"    {line}" if line else "" for line in body)
@@ -216,6 +262,7 @@ def _router(
 def render(
     *,
     listen: tuple[str, int],
+    operator_listen: tuple[str, int],
     upstreams: Mapping[str, tuple[str, int]],
     state_dir: Path,
     user: str | None = None,
@@ -223,8 +270,8 @@ def render(
     rate_limit: policy.RateLimit | None = None,
     caller_limits: tuple[policy.CallerLimit, ...] | None = None,
 ) -> str:
-    """nginx.conf: the edge and the router server, a location per route, one upstream block
-    per upstream.
+    """nginx.conf: the edge and the router server (the public listener), the operator server,
+    a location per route, one upstream block per upstream.
 
     ``state_dir`` holds the pid file, temporary files, the verification cache and the router's
     socket, so several gateways can run side by side without root's /var paths. Run it in the
@@ -233,7 +280,7 @@ def render(
     """
     limit = rate_limit or policy.RateLimit.from_env()
     limits = caller_limits if caller_limits is not None else policy.caller_limits()
-    routes = [route for route in ROUTES if route.upstream in upstreams]
+    routes = routes_of(Listener.PUBLIC, upstreams)
     temp = {kind: state_dir / kind for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     lines = [
         "# Generated by deploy.gateway.nginx from deploy/gateway/routes.py and policy.py.",
@@ -262,6 +309,10 @@ def render(
         "",
         *(f"    {line}" for line in nginx_edge.server(listen, routes, limit, _shared())),
         *(f"    {line}" for line in _router(state_dir, routes, limits)),
+        *(
+            f"    {line}"
+            for line in _operator(operator_listen, routes_of(Listener.OPERATOR, upstreams), limit)
+        ),
         "}",
     ]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,9 @@ EJECT_AFTER_FAILURES = 3
 EJECT_FOR_S = 10
 
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+# The only X-Request-Id a client may choose (as the services accept it, common.api.request_id);
+# the gateways replace any other with one of their own.
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._-]{8,64}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class Anonymous:
 # Calls under /api/ that pass without a token; whatever Authorization they carry is passed on
 # (the services ignore it there). Everything else under a route of the table below /api/
 # needs a valid token. The /<service>/ and /flower/ prefixes are not checked at the gateway:
-# health, schema, Swagger UI and the JWKS are public, the operator pages have their own login.
+# health, schema, Swagger UI and the JWKS are public, the operator pages (on the operator
+# listener only) have their own login.
 ANONYMOUS: tuple[Anonymous, ...] = (
     Anonymous(("GET", "HEAD"), "/api/v1/menu"),
     Anonymous(("POST",), "/api/v1/customers"),

@@ -6,7 +6,7 @@
 
 Compose reaches each upstream by its service name on the compose network: a service's web
 container as ``<service>-web:8000``, Flower as ``flower:5555``. Both gateways listen on 8000
-inside their containers.
+inside their containers, and serve the operator listener on 8100.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY_CONFIG = ROOT / "deploy" / "envoy" / "envoy.compose.yaml"
 NGINX_CONFIG = ROOT / "deploy" / "nginx" / "nginx.compose.conf"
 
-# Inside the containers; compose publishes the gateway ports on the host's loopback only.
+# Inside the containers; compose publishes both listeners on the host's loopback only.
 LISTEN = ("0.0.0.0", 8000)  # noqa: S104
-ENVOY_ADMIN = ("0.0.0.0", 9901)  # noqa: S104
+OPERATOR_LISTEN = ("0.0.0.0", 8100)  # noqa: S104
+# The container's own loopback: only the container itself (its healthcheck) reaches it.
+ENVOY_ADMIN = ("127.0.0.1", 9901)
 WEB_PORT = 8000
 FLOWER_PORT = 5555
 # The nginx image's own user and cache directory (pid file and temporary files).
@@ -57,6 +59,7 @@ def files() -> dict[Path, str]:
     limit = policy.RateLimit()
     envoy_config = envoy.render(
         listen=LISTEN,
+        operator_listen=OPERATOR_LISTEN,
         admin=ENVOY_ADMIN,
         upstreams=upstreams(),
         rate_limit=limit,
@@ -65,6 +68,7 @@ def files() -> dict[Path, str]:
     )
     nginx_config = nginx.render(
         listen=LISTEN,
+        operator_listen=OPERATOR_LISTEN,
         upstreams=upstreams(),
         state_dir=NGINX_STATE,
         user=NGINX_USER,

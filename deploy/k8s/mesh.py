@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from common.messaging.routing import SERVICES
 from deploy.gateway import policy
-from deploy.gateway.routes import FLOWER, ROUTES, Route
+from deploy.gateway.routes import FLOWER, Listener, Route, routes_of
 from deploy.k8s.manifests import FLOWER_PORT, WEB_PORT, Obj, name_labels
 
 GATEWAY = "cafe-gateway"
@@ -60,9 +60,12 @@ def _http_routes(route: Route) -> list[Obj]:
 
 
 def virtual_service() -> Obj:
+    """The public listener's routes only: admin, readiness, metrics and Flower are never on the
+    public Gateway (operators reach them with `kubectl port-forward`, Prometheus scrapes the
+    pods directly)."""
     # One VirtualService: Istio merges several for one host in no set order, and the 404 below
     # must come last.
-    http = [r for route in ROUTES for r in _http_routes(route)]
+    http = [r for route in routes_of(Listener.PUBLIC) for r in _http_routes(route)]
     http.append(
         {
             "name": "not-found",

@@ -19,7 +19,9 @@ class Stack:
     dir: Path
     port_base: int
     gateway: str = "envoy"
-    env: dict[str, str] = field(default_factory=dict)
+    # What every process of the stack gets besides the caller's environment. A local stack is
+    # a development stack by definition (common/settings/production.py).
+    env: dict[str, str] = field(default_factory=lambda: {"CAFE_ENV": "development"})
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -33,10 +35,15 @@ class Stack:
             gateway=gateway,
         )
 
-    # Ports: gateway on the base, services on base+1…4, Flower on base+55, Envoy admin on base+1901.
+    # Ports: gateway on the base, services on base+1…4, Flower on base+55, the gateway's
+    # operator listener on base+100, Envoy admin on base+1901.
     @property
     def gateway_port(self) -> int:
         return self.port_base
+
+    @property
+    def operator_port(self) -> int:
+        return self.port_base + 100
 
     def service_port(self, service: str) -> int:
         return self.port_base + 1 + SERVICES.index(service)
@@ -52,6 +59,11 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def operator_url(self) -> str:
+        """Admin, readiness, metrics and Flower: the gateway's operator listener."""
+        return f"http://127.0.0.1:{self.operator_port}"
 
     @property
     def socket(self) -> Path:

@@ -91,6 +91,7 @@ def write_gateway_config(stack: Stack) -> Path:
     upstreams = {s: ("127.0.0.1", stack.service_port(s)) for s in SERVICES}
     upstreams[FLOWER] = ("127.0.0.1", stack.flower_port)
     listen = ("127.0.0.1", stack.gateway_port)
+    operator_listen = ("127.0.0.1", stack.operator_port)
     # What the stack gives its processes wins, so the gateway trusts the issuer they use.
     settings = {**os.environ, **stack.env}
     limit = policy.RateLimit.from_env(settings)
@@ -103,6 +104,7 @@ def write_gateway_config(stack: Stack) -> Path:
         user = "root" if os.geteuid() == 0 else None
         config = nginx.render(
             listen=listen,
+            operator_listen=operator_listen,
             upstreams=upstreams,
             state_dir=state,
             user=user,
@@ -115,6 +117,7 @@ def write_gateway_config(stack: Stack) -> Path:
     path = stack.dir / "envoy.json"
     rendered = envoy.render(
         listen=listen,
+        operator_listen=operator_listen,
         admin=("127.0.0.1", stack.envoy_admin_port),
         upstreams=upstreams,
         rate_limit=limit,
@@ -156,11 +159,17 @@ def _status(url: str) -> int | None:
 
 def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
     """Wait until every service answers ``/readyz`` and Flower answers at all (401 without a
-    login), both through the gateway, and every worker and relay has said it consumes (each
-    touches its ``READY_FILE``)."""
+    login), both through the gateway's operator listener, the public listener answers (the
+    customer's ``/healthz``), and every worker and relay has said it consumes (each touches its
+    ``READY_FILE``)."""
     deadline = time.monotonic() + timeout_s
-    urls = {s: f"{stack.url}/{s}/readyz" for s in SERVICES} | {FLOWER: f"{stack.url}/flower/"}
-    up = {s: {200} for s in SERVICES} | {FLOWER: {200, 401}}
+    operator = stack.operator_url
+    urls = (
+        {s: f"{operator}/{s}/readyz" for s in SERVICES}
+        | {FLOWER: f"{operator}/flower/"}
+        | {"public": f"{stack.url}/customer/healthz"}
+    )
+    up = {s: {200} for s in SERVICES} | {FLOWER: {200, 401}, "public": {200}}
     pending = set(urls)
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         while pending and time.monotonic() < deadline:
@@ -185,15 +194,17 @@ def print_urls(stack: Stack) -> None:
     user = stack.env.get("ADMIN_USERNAME", os.environ.get("ADMIN_USERNAME", "admin"))
     password = stack.env.get("ADMIN_PASSWORD", os.environ.get("ADMIN_PASSWORD", "admin"))
     flower_user, flower_password = flower_login()
+    operator = stack.operator_url
     lines = [
-        f"ready: gateway {stack.url} ({stack.gateway})",
+        f"ready: gateway {stack.url} ({stack.gateway}), operator listener {operator}",
         f"  API            {stack.url}/api/v1/  (customers, accounts, menu, orders, checkouts, cancellations)",
         *(
-            f"  {s:<14} admin {stack.url}/{s}/admin/   docs {stack.url}/{s}/api/docs/"
+            f"  {s:<14} docs {stack.url}/{s}/api/docs/   admin {operator}/{s}/admin/"
             for s in SERVICES
         ),
         f"  admin login    {user} / {password}",
-        f"  Flower         {stack.url}/flower/   login {flower_user} / {flower_password}",
+        f"  Flower         {operator}/flower/   login {flower_user} / {flower_password}",
+        f"  readiness      {operator}/<service>/readyz   metrics {operator}/<service>/metrics",
         *(
             [f"  Envoy admin    http://127.0.0.1:{stack.envoy_admin_port}/stats/prometheus"]
             if stack.gateway == "envoy"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -94,6 +94,8 @@ class CheckoutItemSerializer(serializers.Serializer[None]):
 
 
 class CheckoutCollectionApi(APIView):
+    # Named after the operation: every API's "InputSerializer" would be one component.
+    @extend_schema_serializer(component_name="CheckoutStart")
     class InputSerializer(serializers.Serializer[None]):
         # A customer token's own id when omitted; an operator names the customer.
         customer_id = serializers.UUIDField(required=False)
@@ -125,6 +127,7 @@ class CheckoutDetailApi(APIView):
 
 
 class CancellationCollectionApi(APIView):
+    @extend_schema_serializer(component_name="CancellationStart")
     class InputSerializer(serializers.Serializer[None]):
         order_id = serializers.UUIDField()
 

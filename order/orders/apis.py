@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api.pagination import Pagination
-from common.api.schema import PROBLEM_RESPONSES
+from common.api.schema import PROBLEM_RESPONSES, paginated
 from common.auth.drf import actor
 from common.auth.views import AnonymousMethodsMixin
 from order.orders.models import MenuItem, Order, OrderLine
@@ -68,7 +68,8 @@ class OrderListApi(APIView):
                 description="For a customer token: the caller (the default) and nobody else.",
             )
         ],
-        responses={200: OrderOutputSerializer(many=True), **PROBLEM_RESPONSES},
+        responses={200: paginated(OrderOutputSerializer), **PROBLEM_RESPONSES},
+        operation_id="orders_list",
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)

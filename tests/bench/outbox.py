@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/15"
 os.environ.update(
     {
+        # A local development stack (common/settings/production.py).
+        "CAFE_ENV": "development",
         "DATABASE_NAME_PREFIX": "bench_",
         "REDIS_URL": REDIS_URL,
         "DJANGO_SETTINGS_MODULE": "customer.settings",

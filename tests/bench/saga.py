@@ -37,6 +37,8 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 SERVICES = ("customer", "account", "order", "orchestrator")
 ENV = {
     **os.environ,
+    # A local development stack (common/settings/production.py).
+    "CAFE_ENV": "development",
     "STACK_DIR": str(ROOT / "var" / "bench"),
     "STACK_PORT_BASE": str(PORT_BASE),
     "DATABASE_NAME_PREFIX": "bench_",

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from common.messaging.routing import SERVICES
-from deploy.gateway.routes import ROUTES
+from deploy.gateway.routes import Listener, routes_of
 from deploy.k8s import generate, manifests, mesh, render
 from deploy.monitoring import generate as monitoring
 
@@ -189,7 +189,7 @@ def test_virtual_service_routes_are_the_gateway_route_table(objects: list[Obj]) 
     ]
     expected = [
         (route.prefix, mesh.upstream_host(route.upstream), f"{route.timeout_s:g}s", retried)
-        for route in ROUTES
+        for route in routes_of(Listener.PUBLIC)
         for retried in (True, False)
     ]
     assert seen == expected

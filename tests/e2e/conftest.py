@@ -14,11 +14,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.e2e.gateways import Running
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("customer", "account", "order", "orchestrator")
@@ -33,9 +37,14 @@ STACK_DIR = ROOT / "var" / ("e2e" if DB_PREFIX == "e2e_" else f"{DB_PREFIX}stack
 class Stack:
     url: str
     env: dict[str, str]
+    # The gateway's operator listener: admin, readiness, metrics, Flower.
+    operator_url: str = ""
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=15.0)
+
+    def operator_client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.operator_url, timeout=15.0)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -68,6 +77,8 @@ def _fresh_databases() -> None:
 def stack() -> Iterator[Stack]:
     env = {
         **os.environ,
+        # A local development stack (common/settings/production.py), like `make up`.
+        "CAFE_ENV": "development",
         "STACK_DIR": str(STACK_DIR),
         "STACK_PORT_BASE": str(PORT_BASE),
         "DATABASE_NAME_PREFIX": DB_PREFIX,
@@ -96,7 +107,11 @@ def stack() -> Iterator[Stack]:
     }
     for service in SERVICES:
         env.pop(f"{service.upper()}_DATABASE_URL", None)
-    running = Stack(url=f"http://127.0.0.1:{PORT_BASE}", env=env)
+    running = Stack(
+        url=f"http://127.0.0.1:{PORT_BASE}",
+        env=env,
+        operator_url=f"http://127.0.0.1:{PORT_BASE + 100}",
+    )
     running.run("-m", "deploy.local.stack", "down", check=False)
     _fresh_databases()
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -135,8 +150,15 @@ def gateway(stack: Stack, operator_token: str) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture
+def operator(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of the gateway's operator listener (no token: each page has its own login)."""
+    with stack.operator_client() as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
-def nginx_url(stack: Stack) -> Iterator[str]:
+def nginx_gateway(stack: Stack) -> Iterator[Running]:
     """An Nginx gateway in front of the stack's services and Flower, stopped at the end."""
     from deploy.gateway import policy
     from deploy.gateway.routes import FLOWER
@@ -149,5 +171,5 @@ def nginx_url(stack: Stack) -> Iterator[str]:
     state = Path(stack.env["STACK_DIR"]) / "nginx-conformance"
     limit = policy.RateLimit.from_env(stack.env)
     access = Access(caller_limits=policy.caller_limits(stack.env))
-    with gateway("nginx", state, upstreams, limit, access) as url:
-        yield url
+    with gateway("nginx", state, upstreams, limit, access) as running:
+        yield running

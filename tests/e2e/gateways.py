@@ -37,10 +37,19 @@ class Access:
     caller_limits: tuple[policy.CallerLimit, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Running:
+    """A test gateway's two listeners."""
+
+    url: str
+    operator_url: str
+
+
 def _command(
     kind: str,
     state: Path,
     port: int,
+    operator_port: int,
     upstreams: Upstreams,
     limit: policy.RateLimit,
     access: Access,
@@ -53,6 +62,7 @@ def _command(
         config.write_text(
             nginx.render(
                 listen=("127.0.0.1", port),
+                operator_listen=("127.0.0.1", operator_port),
                 upstreams=upstreams,
                 state_dir=state,
                 user=user,
@@ -65,6 +75,7 @@ def _command(
     config = state / "envoy.json"
     rendered = envoy.render(
         listen=("127.0.0.1", port),
+        operator_listen=("127.0.0.1", operator_port),
         admin=("127.0.0.1", free_port()),
         upstreams=upstreams,
         rate_limit=limit,
@@ -84,11 +95,11 @@ def gateway(
     upstreams: Upstreams,
     limit: policy.RateLimit,
     access: Access | None = None,
-) -> Iterator[str]:
-    """Run a gateway of ``kind`` until the block ends; yields its URL."""
+) -> Iterator[Running]:
+    """Run a gateway of ``kind`` until the block ends; yields its listeners' URLs."""
     state.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = _command(kind, state, port, upstreams, limit, access or Access())
+    port, operator_port = free_port(), free_port()
+    command = _command(kind, state, port, operator_port, upstreams, limit, access or Access())
     log = state / f"{kind}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -98,13 +109,14 @@ def gateway(
             if process.poll() is not None:
                 raise RuntimeError(f"{kind} exited with {process.returncode}:\n{log.read_text()}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                for listening in (port, operator_port):
+                    socket.create_connection(("127.0.0.1", listening), timeout=0.5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} is not listening:\n{log.read_text()}") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield Running(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{operator_port}")
     finally:
         process.terminate()
         process.wait(timeout=15)

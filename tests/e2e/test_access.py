@@ -3,7 +3,9 @@ table × every kind of caller, through Envoy, through Nginx, and straight to eac
 process (past the gateway, where the service's own verification is all there is).
 
 The endpoints are listed per route prefix; a route of deploy/gateway/routes.py with no entry
-here fails ``test_every_route_is_in_the_matrix``, so a new route cannot ship unchecked.
+here fails ``test_every_route_is_in_the_matrix``, so a new route cannot ship unchecked. Each is
+called on the listener that serves it (operator surfaces on the operator listener), and every
+operator surface is a 404 on the public listener.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.auth.keys import KeyRing
-from deploy.gateway.routes import FLOWER, ROUTES
+from deploy.gateway.routes import FLOWER, ROUTES, Listener
 from deploy.local.stack import Stack as LocalStack
 from tests.e2e.cafe import Cafe, bearer
-from tests.e2e.conftest import PORT_BASE, ROOT, Stack
+from tests.e2e.conftest import PORT_BASE, ROOT, SERVICES, Stack
+from tests.e2e.gateways import Running, assert_problem
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +59,7 @@ class Endpoint:
     # on a public endpoint, 401 everywhere else)
     expect: tuple[int, int, int, int]
     body: Callable[[dict[str, str]], Any] | None = None
+    listener: Listener = Listener.PUBLIC
 
     @property
     def public(self) -> bool:
@@ -71,6 +75,21 @@ def _sign_up(ids: dict[str, str]) -> dict[str, str]:
 
 
 ITEMS = [{"menu_item_id": 1, "quantity": 1}]
+EVERYONE = (200, 200, 200, 200)
+
+
+def _service_pages(service: str) -> tuple[Endpoint, ...]:
+    """Public documents and operator surfaces: no bearer token involved (their own logins)."""
+    return (
+        Endpoint("GET", f"/{service}/healthz", EVERYONE),
+        Endpoint("GET", f"/{service}/api/schema/", EVERYONE),
+        Endpoint("GET", f"/{service}/static/admin/css/base.css", EVERYONE),
+        Endpoint("GET", f"/{service}/admin/login/", EVERYONE, listener=Listener.OPERATOR),
+        Endpoint("GET", f"/{service}/readyz", EVERYONE, listener=Listener.OPERATOR),
+        Endpoint("GET", f"/{service}/metrics", EVERYONE, listener=Listener.OPERATOR),
+    )
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/v1/customers", (401, 403, 403, 200)),
     Endpoint("POST", "/api/v1/customers", (201, 201, 201, 201), body=_sign_up),
@@ -108,14 +127,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=lambda ids: {"order_id": ids["order"]},
     ),
     Endpoint("GET", "/api/v1/cancellations/{cancellation}", (401, 200, 404, 200)),
-    # Operator surfaces and public documents: no bearer token involved (their own logins).
-    Endpoint("GET", "/customer/healthz", (200, 200, 200, 200)),
-    Endpoint("GET", "/customer/.well-known/jwks.json", (200, 200, 200, 200)),
-    Endpoint("GET", "/customer/.well-known/openid-configuration", (200, 200, 200, 200)),
-    Endpoint("GET", "/account/healthz", (200, 200, 200, 200)),
-    Endpoint("GET", "/order/api/schema/", (200, 200, 200, 200)),
-    Endpoint("GET", "/orchestrator/api/docs/", (200, 200, 200, 200)),
-    Endpoint("GET", f"/{FLOWER}/", (401, 401, 401, 401)),  # basic auth, not a bearer token
+    Endpoint("GET", "/customer/.well-known/jwks.json", EVERYONE),
+    Endpoint("GET", "/customer/.well-known/openid-configuration", EVERYONE),
+    Endpoint("GET", "/orchestrator/api/docs/", EVERYONE),
+    *(endpoint for service in SERVICES for endpoint in _service_pages(service)),
+    # Basic auth, not a bearer token.
+    Endpoint("GET", f"/{FLOWER}/", (401, 401, 401, 401), listener=Listener.OPERATOR),
 )
 
 
@@ -230,17 +247,36 @@ def direct_url(stack: Stack, path: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+Target = Callable[[Endpoint, str], str]
+
+
+def _listener_url(running: Running, endpoint: Endpoint) -> str:
+    return running.operator_url if endpoint.listener == Listener.OPERATOR else running.url
+
+
 @pytest.fixture(params=["envoy", "nginx", "direct"])
-def target(request: pytest.FixtureRequest, stack: Stack) -> Callable[[str], str]:
+def target(request: pytest.FixtureRequest, stack: Stack) -> Target:
     if request.param == "envoy":
-        return lambda _: stack.url
+        envoy = Running(stack.url, stack.operator_url)
+        return lambda endpoint, _: _listener_url(envoy, endpoint)
     if request.param == "nginx":
-        nginx = request.getfixturevalue("nginx_url")
-        return lambda _: nginx
-    return lambda path: direct_url(stack, path)
+        nginx: Running = request.getfixturevalue("nginx_gateway")
+        return lambda endpoint, _: _listener_url(nginx, endpoint)
+    return lambda _, path: direct_url(stack, path)
 
 
-def test_the_access_matrix(world: World, target: Callable[[str], str]) -> None:
+@pytest.mark.parametrize("gateway_kind", ["envoy", "nginx"])
+def test_operator_surfaces_are_a_404_on_the_public_listener(
+    request: pytest.FixtureRequest, stack: Stack, gateway_kind: str
+) -> None:
+    url = stack.url if gateway_kind == "envoy" else request.getfixturevalue("nginx_gateway").url
+    operator_only = [e for e in ENDPOINTS if e.listener == Listener.OPERATOR]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for endpoint in operator_only:
+            assert_problem(http.request(endpoint.method, endpoint.path), 404, "not_found")
+
+
+def test_the_access_matrix(world: World, target: Target) -> None:
     failures = []
     checked = 0
     with httpx.Client(timeout=30) as http:
@@ -250,7 +286,7 @@ def test_the_access_matrix(world: World, target: Callable[[str], str]) -> None:
                 body = endpoint.body(world.ids) if endpoint.body else None
                 response = http.request(
                     endpoint.method,
-                    target(path) + path,
+                    target(endpoint, path) + path,
                     json=body,
                     headers=world.headers[identity],
                 )

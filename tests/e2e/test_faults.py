@@ -144,6 +144,7 @@ def test_a_reply_delivered_twice_is_applied_once(
 
     assert done["state"] == "completed"
     assert [s["state"] for s in done["steps"]] == ["succeeded"] * 4
-    metrics = gateway.get("/orchestrator/metrics").text
+    with stack.operator_client() as operator:
+        metrics = operator.get("/orchestrator/metrics").text
     assert re.search(r'inbox_duplicates_total\{type="order.create_pending.reply"\} [1-9]', metrics)
     cafe.assert_outcomes()

@@ -1,4 +1,5 @@
-"""Through the gateway only: customers, accounts, deposits, the menu and orders; operator pages."""
+"""Through the gateway only: customers, accounts, deposits, the menu and orders; operator pages
+(on the gateway's operator listener)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def wait_for_account(gateway: httpx.Client, customer_id: str, timeout_s: float =
     raise AssertionError(f"account {customer_id} not opened within {timeout_s}s")
 
 
-def test_registering_a_customer_opens_the_account_within_a_second(gateway: httpx.Client) -> None:
+def test_registering_a_customer_opens_the_account_within_a_second(
+    gateway: httpx.Client, operator: httpx.Client
+) -> None:
     customer_id = str(new_customer(gateway)["id"])
 
     took = wait_for_account(gateway, customer_id)
@@ -45,10 +48,11 @@ def test_registering_a_customer_opens_the_account_within_a_second(gateway: httpx
     account = gateway.get(f"/api/v1/accounts/{customer_id}").json()
     assert (account["balance"], account["currency"]) == (0, "JPY")
     # The relay's counters reach the web's /metrics (shared multiprocess directory).
-    metrics = gateway.get("/customer/metrics").text
+    metrics = operator.get("/customer/metrics").text
     assert 'outbox_published_total{destination="account"}' in metrics
     assert "outbox_commit_to_publish_seconds_bucket" in metrics
-    assert 'inbox_handled_total{type="customer.registered"}' in gateway.get("/account/metrics").text
+    handled = operator.get("/account/metrics").text
+    assert 'inbox_handled_total{type="customer.registered"}' in handled
 
 
 def test_customer_account_and_idempotent_deposit(stack: Stack, gateway: httpx.Client) -> None:
@@ -99,32 +103,43 @@ def test_menu_orders_and_errors(gateway: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_operator_pages_load_through_the_gateway(
-    stack: Stack, gateway: httpx.Client, service: str
-) -> None:
+def test_public_pages_load_through_the_gateway(gateway: httpx.Client, service: str) -> None:
     assert gateway.get(f"/{service}/healthz").status_code == 200
-    assert gateway.get(f"/{service}/readyz").status_code == 200
-    assert gateway.get(f"/{service}/api/docs/").status_code == 200
+    docs = gateway.get(f"/{service}/api/docs/")
+    assert docs.status_code == 200
     assert gateway.get(f"/{service}/api/schema/").status_code == 200
-    assert b"# TYPE" in gateway.get(f"/{service}/metrics").content
+    # Swagger UI's own files.
+    scripts = re.findall(r'src="(/[^"]+\.js)"', docs.text)
+    assert scripts
+    assert all(gateway.get(src).status_code == 200 for src in scripts)
+    for operator_page in ("readyz", "metrics", "admin/login/"):
+        assert gateway.get(f"/{service}/{operator_page}").status_code == 404
 
-    login_page = gateway.get(f"/{service}/admin/login/")
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_operator_pages_load_through_the_operator_listener(
+    stack: Stack, operator: httpx.Client, service: str
+) -> None:
+    assert operator.get(f"/{service}/readyz").status_code == 200
+    assert b"# TYPE" in operator.get(f"/{service}/metrics").content
+
+    login_page = operator.get(f"/{service}/admin/login/")
     assert login_page.status_code == 200
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text)
     assert token is not None
-    signed_in = gateway.post(
+    signed_in = operator.post(
         f"/{service}/admin/login/?next=/{service}/admin/",
         data={
             "username": "admin",
             "password": stack.env["ADMIN_PASSWORD"],
             "csrfmiddlewaretoken": token.group(1),
         },
-        headers={"referer": f"{stack.url}/{service}/admin/login/"},
+        headers={"referer": f"{stack.operator_url}/{service}/admin/login/"},
         follow_redirects=True,
     )
     assert signed_in.status_code == 200
     assert "Log out" in signed_in.text or "logout" in signed_in.text
-    css = gateway.get(f"/{service}/static/admin/css/base.css")
+    css = operator.get(f"/{service}/static/admin/css/base.css")
     assert css.status_code == 200
 
 
@@ -134,7 +149,9 @@ def _pid(stack: Stack, program: str) -> int:
     return int(match.group(1))
 
 
-def test_a_killed_process_is_restarted(stack: Stack, gateway: httpx.Client) -> None:
+def test_a_killed_process_is_restarted(
+    stack: Stack, gateway: httpx.Client, operator: httpx.Client
+) -> None:
     before = _pid(stack, "order-web")
 
     os.kill(before, signal.SIGKILL)
@@ -144,7 +161,7 @@ def test_a_killed_process_is_restarted(stack: Stack, gateway: httpx.Client) -> N
         status = stack.supervisorctl("status")
         if re.search(r"^order-web\s+RUNNING", status, re.M) and _pid(stack, "order-web") != before:
             try:
-                if gateway.get("/order/readyz").status_code == 200:
+                if operator.get("/order/readyz").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -205,8 +205,8 @@ def url(
     upstreams = {service: upstream for service in SERVICES}
     state: Path = tmp_path_factory.mktemp(request.param)
     with gateway(request.param, state, upstreams, policy.RateLimit(), ACCESS) as running:
-        _wait_for_keys(running)
-        yield running
+        _wait_for_keys(running.url)
+        yield running.url
 
 
 def _wait_for_keys(url: str) -> None:
@@ -430,8 +430,8 @@ def test_tokens_pass_once_an_issuer_that_was_down_comes_up(
     upstreams = {**{service: upstream for service in SERVICES}, "customer": late}
     signed = bearer(token())
     with (
-        gateway(kind, tmp_path, upstreams, policy.RateLimit(), ACCESS) as url,
-        client(url, "127.0.5.2") as http,
+        gateway(kind, tmp_path, upstreams, policy.RateLimit(), ACCESS) as running,
+        client(running.url, "127.0.5.2") as http,
     ):
         down = http.get("/api/v1/orders", headers=signed)
         with serving(late):
@@ -490,8 +490,8 @@ def test_envoy_takes_an_external_issuers_tokens_once_configured(
     access = Access(identity=identity, caller_limits=CALLER_LIMITS)
     try:
         with (
-            gateway("envoy", tmp_path, upstreams, policy.RateLimit(), access) as url,
-            client(url, "127.0.6.1") as http,
+            gateway("envoy", tmp_path, upstreams, policy.RateLimit(), access) as running,
+            client(running.url, "127.0.6.1") as http,
         ):
             deadline = time.monotonic() + 10
             while (ok := http.get("/api/v1/orders", headers=bearer(external))).status_code != 200:

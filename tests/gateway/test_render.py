@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.gateway import envoy, nginx, policy
-from deploy.gateway.routes import FLOWER, ROUTES
+from deploy.gateway.routes import FLOWER, REFUSED, ROUTES, Listener, routes_of
 from deploy.local.processes import NGINX
 
 UPSTREAMS = {
@@ -28,6 +28,7 @@ DEFAULT = policy.RateLimit()
 def envoy_config(limit: policy.RateLimit = DEFAULT) -> dict:
     return envoy.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         admin=("127.0.0.1", 19901),
         upstreams=UPSTREAMS,
         rate_limit=limit,
@@ -37,35 +38,92 @@ def envoy_config(limit: policy.RateLimit = DEFAULT) -> dict:
 def nginx_config(state: Path) -> str:
     return nginx.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         upstreams=UPSTREAMS,
         state_dir=state,
         rate_limit=DEFAULT,
     )
 
 
-def envoy_routes(config: dict) -> list[dict]:
-    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+ENVOY_LISTENERS = {Listener.PUBLIC: "gateway", Listener.OPERATOR: "operator"}
+
+
+def envoy_routes(config: dict, listener: Listener = Listener.PUBLIC) -> list[dict]:
+    [found] = [
+        entry
+        for entry in config["static_resources"]["listeners"]
+        if entry["name"] == ENVOY_LISTENERS[listener]
+    ]
+    manager = found["filter_chains"][0]["filters"][0]
     return manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
 
 
-def test_both_gateways_have_every_route_of_the_table(tmp_path: Path) -> None:
-    table = {(r.prefix, r.upstream, f"{r.timeout_s:g}s") for r in ROUTES}
-    routed = {
-        (r["match"]["prefix"], r["route"]["cluster"], r["route"]["timeout"])
-        for r in envoy_routes(envoy_config())
-        if "route" in r
-    }
-    located = set(
+def nginx_servers(config: str) -> dict[Listener, str]:
+    """The public listener's router server and the operator server (the edge only verifies and
+    passes everything on to the router)."""
+    _, _edge, router, operator = config.split("\n    server {\n")
+    return {Listener.PUBLIC: router, Listener.OPERATOR: operator}
+
+
+def located(server: str) -> set[tuple[str, str, str]]:
+    return set(
         re.findall(
-            r"location (/\S*) \{.*?proxy_pass http://(\w+);\s*proxy_read_timeout (\S+);",
-            nginx_config(tmp_path),
+            r"location (/\S*) \{(?:(?!location ).)*?proxy_pass http://(\w+);\s*"
+            r"proxy_read_timeout (\S+);",
+            server,
             re.S,
         )
     )
 
+
+@pytest.mark.parametrize("listener", list(Listener))
+def test_both_gateways_have_every_route_of_the_table_on_its_listener(
+    tmp_path: Path, listener: Listener
+) -> None:
+    table = {(r.prefix, r.upstream, f"{r.timeout_s:g}s") for r in routes_of(listener)}
+    routed = {
+        (r["match"]["prefix"], r["route"]["cluster"], r["route"]["timeout"])
+        for r in envoy_routes(envoy_config(), listener)
+        if "route" in r
+    }
+
     assert routed == table
-    assert located == table
+    assert located(nginx_servers(nginx_config(tmp_path))[listener]) == table
     assert {r.upstream for r in ROUTES} == set(UPSTREAMS)
+
+
+def test_operator_surfaces_are_not_on_the_public_listener() -> None:
+    public = {r.prefix for r in routes_of(Listener.PUBLIC)}
+    operator = {r.prefix for r in routes_of(Listener.OPERATOR)}
+
+    for service in ("customer", "account", "order", "orchestrator"):
+        assert {f"/{service}/admin/", f"/{service}/readyz", f"/{service}/metrics"} <= operator
+        assert {f"/{service}/healthz", f"/{service}/api/"} <= public
+        assert not any(p.startswith((f"/{service}/admin", f"/{service}/readyz")) for p in public)
+        assert not any(p.startswith(f"/{service}/metrics") for p in public)
+    assert "/flower/" in operator
+    assert not any(p.startswith("/flower") for p in public)
+    assert not any(p.startswith("/api/") for p in operator)
+
+
+def test_flower_control_and_writes_are_refused_by_envoy_before_any_route() -> None:
+    routes = envoy_routes(envoy_config(), Listener.OPERATOR)
+    first_route = next(i for i, r in enumerate(routes) if "route" in r)
+    refused = [r for r in routes[:first_route] if r["direct_response"]["status"] == 403]
+
+    assert [r["match"]["prefix"] for r in refused] == [*REFUSED, "/flower/"]
+    [writes] = [r for r in refused if r["match"].get("headers")]
+    assert writes["match"]["headers"][0]["invert_match"] is True
+    assert json.loads(writes["direct_response"]["body"]["inline_string"])["code"] == "forbidden"
+
+
+def test_flower_control_and_writes_are_refused_by_nginx(tmp_path: Path) -> None:
+    operator = nginx_servers(nginx_config(tmp_path))[Listener.OPERATOR]
+
+    for prefix in REFUSED:
+        assert re.search(rf"location {re.escape(prefix)} \{{\s*return 403;", operator)
+    flower = operator[operator.index("location /flower/ {") :]
+    assert flower.index("!~ ^(GET|HEAD)$") < flower.index("return 418;")
 
 
 def test_only_idempotent_requests_have_envoy_retries() -> None:
@@ -129,6 +187,7 @@ def test_every_caller_bucket_is_in_envoy_at_its_size() -> None:
     limits = policy.caller_limits({"GATEWAY_RATE_LIMIT_CHECKOUT_RPS": "3"})
     config = envoy.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         admin=("127.0.0.1", 19901),
         upstreams=UPSTREAMS,
         rate_limit=DEFAULT,
@@ -153,6 +212,7 @@ def test_envoy_strips_the_caller_headers_before_it_verifies_and_limits_after() -
     ]
 
     assert names == [
+        "lua",  # the request id is checked first, so every later filter logs a good one
         "header_mutation",
         "per_client",
         "jwt_authn",
@@ -237,6 +297,7 @@ def test_envoy_accepts_its_config(tmp_path: Path, identity: policy.Identity) -> 
     path = tmp_path / "envoy.json"
     config = envoy.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         admin=("127.0.0.1", 19901),
         upstreams=UPSTREAMS,
         rate_limit=DEFAULT,
@@ -255,6 +316,7 @@ def test_envoy_accepts_its_config(tmp_path: Path, identity: policy.Identity) -> 
 def test_an_external_jwks_is_fetched_over_tls_from_a_cluster_of_its_own() -> None:
     config = envoy.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         admin=("127.0.0.1", 19901),
         upstreams=UPSTREAMS,
         rate_limit=DEFAULT,
@@ -289,6 +351,7 @@ def test_every_caller_bucket_is_an_nginx_zone_at_its_size(tmp_path: Path) -> Non
     limits = policy.caller_limits({"GATEWAY_RATE_LIMIT_SIGNUP_BURST": "7"})
     config = nginx.render(
         listen=("127.0.0.1", 18000),
+        operator_listen=("127.0.0.1", 18100),
         upstreams=UPSTREAMS,
         state_dir=tmp_path,
         rate_limit=DEFAULT,
@@ -317,3 +380,12 @@ def test_nginx_verifies_every_api_route_and_lets_anonymous_calls_through(tmp_pat
     ]
     # Nothing else is verified at the gateway.
     assert config.count("auth_request /_gateway/auth;") == len(verified)
+
+
+def test_gateways_and_services_accept_the_same_request_ids(tmp_path: Path) -> None:
+    from common.api.request_id import REQUEST_ID
+
+    assert REQUEST_ID.pattern == policy.REQUEST_ID_PATTERN
+    assert f'"~^{policy.REQUEST_ID_PATTERN}$" $http_x_request_id;' in nginx_config(tmp_path)
+    [lua] = [f for f in http_filters(envoy_config()) if f["name"] == "envoy.filters.http.lua"]
+    assert "^[A-Za-z0-9._%-]+$" in lua["typed_config"]["default_source_code"]["inline_string"]

@@ -122,13 +122,37 @@ def test_list_is_paginated_newest_first_and_page_size_is_capped(api: APIClient) 
 
 
 @pytest.mark.parametrize(
-    "query", ["page_size=0", "page_size=-1", "page_size=abc", "page=0", "page=x"]
+    "query",
+    [
+        "page_size=0",
+        "page_size=-1",
+        "page_size=abc",
+        "page=0",
+        "page=x",
+        # Digits to str.isdigit(), not to int().
+        "page_size=%C2%B2",
+        "page=%C2%B2",
+        # Arabic-Indic three: int() would take it for 3.
+        "page_size=%D9%A3",
+        # Longer than int() converts.
+        "page_size=" + "9" * 5000,
+        "page=" + "9" * 5000,
+    ],
 )
 def test_bad_page_parameters_are_400(api: APIClient, query: str) -> None:
     response = api.get(f"/api/v1/customers?{query}")
 
     assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("body", ["[" * 5000, '{"a":' * 5000, "[" * 5000 + "]" * 5000])
+def test_a_body_nested_too_deeply_is_400(api: APIClient, body: str) -> None:
+    response = api.post("/api/v1/customers", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
 
 
 def test_page_past_the_end_is_404(api: APIClient) -> None:
