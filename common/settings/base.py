@@ -253,6 +253,11 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "OUTBOX_POLL_INTERVAL": env.float("OUTBOX_POLL_INTERVAL", default=1.0),
         "OUTBOX_LINGER_MS": env.float("OUTBOX_LINGER_MS", default=20.0),
         "OUTBOX_MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=12),
+        # A row Redis refuses on its own backs off base·2^attempts, capped; a broker outage
+        # only pauses the relay (retrying at most every OUTBOX_BROKER_RETRY_CAP_S).
+        "OUTBOX_BACKOFF_BASE_S": env.float("OUTBOX_BACKOFF_BASE_S", default=0.5),
+        "OUTBOX_BACKOFF_CAP_S": env.float("OUTBOX_BACKOFF_CAP_S", default=60.0),
+        "OUTBOX_BROKER_RETRY_CAP_S": env.float("OUTBOX_BROKER_RETRY_CAP_S", default=5.0),
         "OUTBOX_RETENTION_HOURS": env.float("OUTBOX_RETENTION_HOURS", default=24.0),
         "INBOX_RETENTION_HOURS": env.float("INBOX_RETENTION_HOURS", default=24.0 * 7),
         "INBOX_MAX_RETRIES": env.int("INBOX_MAX_RETRIES", default=8),
