@@ -22,6 +22,9 @@ BROKER_UP = Gauge(
 BROKER_ERRORS = Counter(
     "outbox_broker_errors", "Relay batches held back because Redis was unreachable or refused"
 )
+REPLAYED = Counter(
+    "outbox_replayed", "Sent outbox rows published again because the broker lost its data"
+)
 LATENCY = Histogram(
     "outbox_commit_to_publish_seconds",
     "From the outbox row's insert (its transaction's commit follows at once) to its publish",

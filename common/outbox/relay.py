@@ -25,6 +25,7 @@ from common.messaging.celery import mark_ready
 from common.messaging.transport import BrokerUnavailable, Outgoing, Publisher
 from common.outbox import metrics
 from common.outbox.models import OutboxMessage
+from common.outbox.replay import EpochWatch
 from common.outbox.services import notify_channel
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
     wakeup = Wakeup(notify_channel(settings.SERVICE_NAME))
     failures = 0
     broker = BrokerWatch(settings.OUTBOX_BROKER_RETRY_CAP_S)
+    epoch = EpochWatch(relay.publisher.redis)
     linger_s = settings.OUTBOX_LINGER_MS / 1000
     logger.info("relay started: batch %s, poll every %.1fs", relay.batch_size, interval)
     wakeup.wait(0)  # LISTEN before the first batch, so no commit after it goes unnoticed
@@ -231,9 +233,12 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
     try:
         while not stop.is_set():
             try:
+                if epoch.due():
+                    epoch.check()
                 taken = relay.relay_batch()
                 failures = 0
-                broker.ok()
+                if broker.ok():
+                    epoch.check_soon()  # back: did it lose what it held meanwhile?
             except BrokerUnavailable as exc:
                 stop.wait(broker.failed(exc))
                 continue

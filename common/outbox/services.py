@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
@@ -145,6 +145,33 @@ def outbox_requeue(*, ids: list[int] | None = None) -> int:
                     "SELECT pg_notify(%s, %s)", [notify_channel(settings.SERVICE_NAME), str(count)]
                 )
     return count
+
+
+REPLAY = f"""
+WITH replayed AS (
+    UPDATE {OutboxMessage._meta.db_table}
+    SET status = 'pending', available_at = now(), sent_at = NULL
+    WHERE status = 'sent' AND sent_at >= %s
+    RETURNING 1
+)
+SELECT count(*), pg_notify(%s, count(*)::text) FROM replayed
+"""  # noqa: S608 — the table name is ours
+
+
+def outbox_replay(*, since: datetime) -> int:
+    """Publish again every row sent since ``since`` (the broker lost them: a flush, a restart
+    without persistence, a failover, a restored backup); returns how many.
+
+    They become pending again and keep their ids, so the relays send them in their original
+    order, before anything written later; the receivers' inboxes drop the copies they had
+    already handled.
+    """
+    with transaction.atomic(), transaction.get_connection().cursor() as cursor:
+        # Durable before the relay records the broker as whole again (relays commit async).
+        cursor.execute("SET LOCAL synchronous_commit TO on")
+        cursor.execute(REPLAY, [since, notify_channel(settings.SERVICE_NAME)])
+        (count, _) = cursor.fetchone()
+    return int(count)
 
 
 def outbox_prune(*, batch_size: int | None = None) -> int:

@@ -258,6 +258,10 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "OUTBOX_BACKOFF_BASE_S": env.float("OUTBOX_BACKOFF_BASE_S", default=0.5),
         "OUTBOX_BACKOFF_CAP_S": env.float("OUTBOX_BACKOFF_CAP_S", default=60.0),
         "OUTBOX_BROKER_RETRY_CAP_S": env.float("OUTBOX_BROKER_RETRY_CAP_S", default=5.0),
+        # When the broker lost its data, rows sent in the last OUTBOX_REPLAY_WINDOW_S are sent
+        # again (see common.outbox.replay); relays look every OUTBOX_EPOCH_CHECK_S.
+        "OUTBOX_REPLAY_WINDOW_S": env.float("OUTBOX_REPLAY_WINDOW_S", default=300.0),
+        "OUTBOX_EPOCH_CHECK_S": env.float("OUTBOX_EPOCH_CHECK_S", default=1.0),
         "OUTBOX_RETENTION_HOURS": env.float("OUTBOX_RETENTION_HOURS", default=24.0),
         "INBOX_RETENTION_HOURS": env.float("INBOX_RETENTION_HOURS", default=24.0 * 7),
         "INBOX_MAX_RETRIES": env.int("INBOX_MAX_RETRIES", default=8),
