@@ -22,6 +22,7 @@ from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new
 from common.outbox.services import Also, outbox_put
 from common.transactions import locked, use_case_atomic
 from orchestrator.sagas import engine, metrics
+from orchestrator.sagas.admission import admission_check
 from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
 from orchestrator.sagas.engine import (
     NotApplicable,
@@ -230,6 +231,7 @@ def checkout_start(
     """Start placing an order for ``customer_id`` (the caller, or anyone for an operator). Its
     id is assigned here, so the client knows it at once."""
     customer_id = actor.acting_for(customer_id)
+    admission_check()
     order_id = uuid.uuid4()
     data = {
         "order_id": str(order_id),
@@ -245,6 +247,7 @@ def cancellation_start(*, actor: Principal, order_id: uuid.UUID) -> Saga:
     placed = Saga.objects.filter(type=Saga.Type.PLACE_ORDER, order_id=order_id).first()
     if placed is None or placed.customer_id is None or not actor.owns(placed.customer_id):
         raise NotFoundError("Order", order_id)
+    admission_check()
     return saga_start(
         definition=CANCEL_ORDER,
         data={"order_id": str(order_id)},
