@@ -27,3 +27,7 @@ ADMISSION_MAX_QUEUE_DEPTH = env.int("ADMISSION_MAX_QUEUE_DEPTH", default=2000)
 ADMISSION_MAX_OUTBOX_AGE_S = env.float("ADMISSION_MAX_OUTBOX_AGE_S", default=1.0)
 ADMISSION_RETRY_AFTER_S = env.int("ADMISSION_RETRY_AFTER_S", default=1)
 ADMISSION_CACHE_S = env.float("ADMISSION_CACHE_S", default=0.5)
+# Completed and rejected sagas, with their history, are deleted this long after they finished
+# (failed ones wait for an operator and are kept); until then they are found by order id.
+SAGA_RETENTION_HOURS = env.float("SAGA_RETENTION_HOURS", default=72.0)
+HOUSEKEEPING_PRUNERS = {"sagas": "orchestrator.sagas.services.saga_prune"}

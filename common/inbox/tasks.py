@@ -19,11 +19,17 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils.module_loading import import_string
 
 from common.idempotency.services import idempotency_prune
 from common.inbox.handlers import service_handlers
 from common.inbox.models import DeadLetter
-from common.inbox.services import dead_letter_record, inbox_handle, inbox_prune
+from common.inbox.services import (
+    dead_letter_prune,
+    dead_letter_record,
+    inbox_handle,
+    inbox_prune,
+)
 from common.messaging.envelope import Envelope, InvalidMessage, decode
 from common.messaging.transport import CONSUME_TASK
 from common.outbox.services import outbox_prune
@@ -167,12 +173,17 @@ def _park_malformed(args: tuple[Any, ...], kwargs: dict[str, Any], *, task_id: s
 
 @shared_task(name="housekeeping.prune", acks_late=True)
 def prune() -> dict[str, int]:
-    """Delete what has outlived its retention: sent outbox rows, inbox ids, idempotency keys."""
-    return {
+    """Delete what has outlived its retention: sent outbox rows, inbox ids, dead letters,
+    idempotency keys, and whatever the service adds (``HOUSEKEEPING_PRUNERS``: its sagas)."""
+    counts = {
         "outbox": outbox_prune(),
         "inbox": inbox_prune(),
+        "dead_letters": dead_letter_prune(),
         "idempotency": idempotency_prune(),
     }
+    for name, path in settings.HOUSEKEEPING_PRUNERS.items():
+        counts[name] = import_string(path)()
+    return counts
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from common.messaging.envelope import Envelope, new_event
 from common.messaging.keys import key_ring
 from common.messaging.signing import KeyRing
 from common.outbox.models import OutboxMessage
+from common.retention import prune_in_batches
 
 INSERT_AND_NOTIFY = """
 WITH rows AS (
@@ -177,15 +178,8 @@ def outbox_replay(*, since: datetime) -> int:
 def outbox_prune(*, batch_size: int | None = None) -> int:
     """Delete sent rows older than the retention period, a small batch per transaction."""
     cutoff = timezone.now() - timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
-    size = batch_size or settings.PRUNE_BATCH_SIZE
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT, sent_at__lt=cutoff)
-                .order_by("sent_at")
-                .values_list("pk", flat=True)[:size]
-            )
-            if not ids:
-                return deleted
-            deleted += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+    return prune_in_batches(
+        OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT, sent_at__lt=cutoff),
+        order_by="sent_at",
+        batch_size=batch_size or settings.PRUNE_BATCH_SIZE,
+    )

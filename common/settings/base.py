@@ -267,4 +267,8 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "INBOX_MAX_RETRIES": env.int("INBOX_MAX_RETRIES", default=8),
         "IDEMPOTENCY_RETENTION_HOURS": env.float("IDEMPOTENCY_RETENTION_HOURS", default=24.0),
         "PRUNE_BATCH_SIZE": env.int("PRUNE_BATCH_SIZE", default=1000),
+        # Time for an operator to look at, fix and retry a dead letter before it is deleted.
+        "DEAD_LETTER_RETENTION_HOURS": env.float("DEAD_LETTER_RETENTION_HOURS", default=24.0 * 30),
+        # A service's own prunes run by housekeeping.prune: {name: dotted path of a function}.
+        "HOUSEKEEPING_PRUNERS": {},
     }
