@@ -237,9 +237,11 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
                     epoch.check()
                 taken = relay.relay_batch()
                 failures = 0
-                if broker.ok():
-                    epoch.check_soon()  # back: did it lose what it held meanwhile?
+                broker.ok()
             except BrokerUnavailable as exc:
+                # When it is back, look for lost data before publishing anything: a replay then
+                # goes out ahead of the rows written during the outage, in the original order.
+                epoch.check_soon()
                 stop.wait(broker.failed(exc))
                 continue
             except OperationalError as exc:
