@@ -19,3 +19,15 @@ SAGA_FAIL_AFTER = env.int("SAGA_FAIL_AFTER", default=10)
 SAGA_SWEEP_EVERY_S = env.float("SAGA_SWEEP_EVERY_S", default=1.0)
 # Checkouts and cancellations one customer may have running at once (beyond: 429 too_many_sagas).
 SAGAS_IN_FLIGHT_PER_CUSTOMER = env.int("SAGAS_IN_FLIGHT_PER_CUSTOMER", default=20)
+# Admission control (orchestrator.sagas.admission): new checkouts and cancellations get 503
+# overloaded while the orchestrator is behind; thresholds from the measured capacity.
+ADMISSION_ENABLED = env.bool("ADMISSION_ENABLED", default=True)
+ADMISSION_MAX_QUEUE_WAIT_S = env.float("ADMISSION_MAX_QUEUE_WAIT_S", default=1.0)
+ADMISSION_MAX_QUEUE_DEPTH = env.int("ADMISSION_MAX_QUEUE_DEPTH", default=2000)
+ADMISSION_MAX_OUTBOX_AGE_S = env.float("ADMISSION_MAX_OUTBOX_AGE_S", default=1.0)
+ADMISSION_RETRY_AFTER_S = env.int("ADMISSION_RETRY_AFTER_S", default=1)
+ADMISSION_CACHE_S = env.float("ADMISSION_CACHE_S", default=0.5)
+# Completed and rejected sagas, with their history, are deleted this long after they finished
+# (failed ones wait for an operator and are kept); until then they are found by order id.
+SAGA_RETENTION_HOURS = env.float("SAGA_RETENTION_HOURS", default=72.0)
+HOUSEKEEPING_PRUNERS = {"sagas": "orchestrator.sagas.services.saga_prune"}

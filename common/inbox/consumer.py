@@ -13,6 +13,7 @@ main process under load (which events are sent at all: ``common.messaging.events
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -24,6 +25,7 @@ from common.inbox.services import dead_letter_record
 logger = logging.getLogger(__name__)
 
 EVENT_FLUSH_EVERY_S = 0.1
+PARK_FAILED_PAUSE_S = 1.0
 
 
 class DeadLetteringConsumer(Consumer):
@@ -62,9 +64,12 @@ class DeadLetteringConsumer(Consumer):
                 },
             )
         except Exception:
-            # Not even parked (the database is down?): leave it unacknowledged. The broker hands it
-            # out again after the visibility timeout; the worker itself must not die of it.
-            logger.exception("could not dead-letter a %s message; it will be redelivered", reason)
+            # Not even parked (the database is down?): give it back to its queue (behind what
+            # waits there), so this worker goes on consuming; a prefetch of one would otherwise
+            # leave it holding this message, taking nothing else, until restarted.
+            logger.exception("could not dead-letter a %s message; requeueing it", reason)
+            time.sleep(PARK_FAILED_PAUSE_S)  # the database is down: do not spin on the message
+            message.reject(requeue=True)
             return
         message.ack()
 

@@ -26,6 +26,7 @@ from common.messaging.envelope import (
     new_reply,
 )
 from common.outbox.services import Also, outbox_put
+from common.retention import prune_in_batches
 from common.transactions import message_handler_transaction
 
 logger = logging.getLogger(__name__)
@@ -156,15 +157,19 @@ def dead_letter_retry(*, ids: list[int]) -> int:
 def inbox_prune(*, batch_size: int | None = None) -> int:
     """Forget handled message ids older than the retention period (far beyond any redelivery)."""
     cutoff = timezone.now() - timedelta(hours=settings.INBOX_RETENTION_HOURS)
-    size = batch_size or settings.PRUNE_BATCH_SIZE
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                InboxMessage.objects.filter(received_at__lt=cutoff)
-                .order_by("received_at")
-                .values_list("pk", flat=True)[:size]
-            )
-            if not ids:
-                return deleted
-            deleted += InboxMessage.objects.filter(pk__in=ids).delete()[0]
+    return prune_in_batches(
+        InboxMessage.objects.filter(received_at__lt=cutoff),
+        order_by="received_at",
+        batch_size=batch_size or settings.PRUNE_BATCH_SIZE,
+    )
+
+
+def dead_letter_prune(*, batch_size: int | None = None) -> int:
+    """Delete dead letters received longer ago than their retention period (long enough for an
+    operator to look at, fix and retry them)."""
+    cutoff = timezone.now() - timedelta(hours=settings.DEAD_LETTER_RETENTION_HOURS)
+    return prune_in_batches(
+        DeadLetter.objects.filter(received_at__lt=cutoff),
+        order_by="received_at",
+        batch_size=batch_size or settings.PRUNE_BATCH_SIZE,
+    )

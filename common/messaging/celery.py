@@ -53,7 +53,10 @@ def make_celery_app(service: str) -> Celery:
         # more workers. A prefork pool hands every message from the main process to a child and
         # back through pipes: a third of the CPU a message cost in the saga benchmark.
         worker_pool="solo",
-        task_acks_on_failure_or_timeout=True,
+        # A task that fails is not counted as done. (On Redis, Celery's reject without requeue
+        # drops the message just as an ack would, so ``inbox.consume`` lets nothing escape: every
+        # envelope is handled, parked or given back; see common.inbox.tasks.)
+        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,

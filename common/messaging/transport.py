@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis
 from celery import Celery
@@ -24,6 +24,22 @@ from redis.retry import Retry
 CONSUME_TASK: Final = "inbox.consume"
 # At most this many envelopes in one task message: a worker handles them one after another.
 ENVELOPES_PER_TASK: Final = 20
+
+
+# Replies of Redis that say the broker as a whole cannot take writes now, whatever is sent:
+# out of memory under ``noeviction``, a read-only replica, a failed disk, still loading.
+BROKER_WIDE_REFUSALS: Final = ("OOM", "READONLY", "MISCONF", "LOADING", "MASTERDOWN", "BUSY")
+
+
+class BrokerUnavailable(Exception):
+    """Redis could not be reached, timed out, or refuses every write: nothing about the
+    messages themselves is wrong, so none of them should count it as a failed attempt."""
+
+
+def broker_wide(error: redis.RedisError) -> bool:
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(BROKER_WIDE_REFUSALS)
 
 
 @dataclass(frozen=True)
@@ -81,13 +97,15 @@ class Publisher:
             queue=first.queue,
         )
 
-    def publish(self, messages: Sequence[Outgoing]) -> None:
+    def publish(self, messages: Sequence[Outgoing]) -> dict[str, redis.ResponseError]:
         """Push every message, one LPUSH per queue in one round trip, keeping their order.
         Envelopes for the same queue travel together, up to ``ENVELOPES_PER_TASK`` in one task
         message: a worker pays Celery's cost per task message, not per envelope.
 
-        Raises ``redis.RedisError`` if Redis fails; then some may have been pushed and will be
-        pushed again (at-least-once).
+        Returns the queues whose push Redis refused (e.g. the key is not a list), with the
+        error: the messages of the other queues are on theirs. Raises ``BrokerUnavailable``
+        if Redis as a whole failed; then some may have been pushed and will be pushed again
+        (at-least-once).
         """
         grouped: dict[str, list[Outgoing]] = {}
         for message in messages:
@@ -102,12 +120,22 @@ class Publisher:
         pipe = self.redis.pipeline(transaction=False)
         for queue, payloads in by_queue.items():
             pipe.lpush(queue, *payloads)  # consumers pop from the other end: first in, first out
-        lengths = pipe.execute()
-        # LPUSH answers the queue's length: more than was pushed means its workers are behind.
-        self.backlogged = any(
-            length > len(payloads)
-            for length, payloads in zip(lengths, by_queue.values(), strict=True)
-        )
+        try:
+            answers = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        refused: dict[str, redis.ResponseError] = {}
+        backlogged = False
+        for queue, payloads, answer in zip(by_queue, by_queue.values(), answers, strict=True):
+            if isinstance(answer, redis.RedisError):
+                if broker_wide(answer):
+                    raise BrokerUnavailable(f"{type(answer).__name__}: {answer}") from answer
+                refused[queue] = cast(redis.ResponseError, answer)
+            # LPUSH answers the queue's length: more than was pushed means its workers are behind.
+            elif answer > len(payloads):
+                backlogged = True
+        self.backlogged = backlogged
+        return refused
 
     def close(self) -> None:
         self.redis.close()

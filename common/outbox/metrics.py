@@ -7,13 +7,24 @@ from collections import Counter as Counter_
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from common.messaging.transport import Outgoing
 
 PUBLISHED = Counter("outbox_published", "Outbox messages published to their queue", ["destination"])
 FAILURES = Counter("outbox_publish_failures", "Outbox rows whose publish attempt failed")
 DEAD = Counter("outbox_dead", "Outbox rows parked as dead after their last attempt")
+BROKER_UP = Gauge(
+    "outbox_broker_up",
+    "1 while the relay reaches Redis, 0 while its publishes fail for the broker as a whole",
+    multiprocess_mode="livemin",
+)
+BROKER_ERRORS = Counter(
+    "outbox_broker_errors", "Relay batches held back because Redis was unreachable or refused"
+)
+REPLAYED = Counter(
+    "outbox_replayed", "Sent outbox rows published again because the broker lost its data"
+)
 LATENCY = Histogram(
     "outbox_commit_to_publish_seconds",
     "From the outbox row's insert (its transaction's commit follows at once) to its publish",

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-import redis
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection, transaction
 
 from common.messaging.celery import mark_ready
-from common.messaging.transport import Outgoing, Publisher
+from common.messaging.transport import BrokerUnavailable, Outgoing, Publisher
 from common.outbox import metrics
 from common.outbox.models import OutboxMessage
+from common.outbox.replay import EpochWatch
 from common.outbox.services import notify_channel
 
 logger = logging.getLogger(__name__)
@@ -46,16 +46,18 @@ WHERE id IN (
 RETURNING id, message_id::text, type, destination, envelope::text, created_at
 """  # noqa: S608 — the table name is ours
 
-# Backoff of a failing row grows 2^attempts from the base, capped; the row is dead at the limit.
-MARK_FAILED = f"""
-UPDATE {TABLE}
-SET attempts = attempts + 1,
-    last_error = %s,
-    available_at = clock_timestamp() + least(%s * power(2, attempts), %s) * interval '1 second'
-                                     * (0.8 + random() * 0.4),
-    status = CASE WHEN attempts + 1 >= %s THEN 'dead' ELSE 'pending' END
-WHERE id = ANY(%s) AND status = 'pending'
-RETURNING status
+# A row whose own publish Redis refused (the broker itself was fine): its claim already counted
+# the attempt. It backs off 2^(attempts-1) from the base, capped; it is dead at the limit.
+MARK_REFUSED = f"""
+UPDATE {TABLE} AS o
+SET status = CASE WHEN o.attempts >= %s THEN 'dead' ELSE 'pending' END,
+    sent_at = NULL,
+    last_error = f.error,
+    available_at = clock_timestamp() + least(%s * power(2, o.attempts - 1), %s) * interval '1 second'
+                                       * (0.8 + random() * 0.4)
+FROM unnest(%s::bigint[], %s::text[]) AS f(id, error)
+WHERE o.id = f.id
+RETURNING o.status
 """  # noqa: S608
 
 
@@ -66,10 +68,6 @@ class Claimed:
     created_at: datetime
 
 
-class PublishFailed(Exception):
-    pass
-
-
 class Relay:
     def __init__(
         self,
@@ -77,14 +75,14 @@ class Relay:
         *,
         batch_size: int | None = None,
         max_attempts: int | None = None,
-        backoff_base_s: float = 0.5,
-        backoff_cap_s: float = 60.0,
+        backoff_base_s: float | None = None,
+        backoff_cap_s: float | None = None,
     ) -> None:
         self.publisher = publisher
         self.batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
         self.max_attempts = max_attempts or settings.OUTBOX_MAX_ATTEMPTS
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
+        self.backoff_base_s = backoff_base_s or settings.OUTBOX_BACKOFF_BASE_S
+        self.backoff_cap_s = backoff_cap_s or settings.OUTBOX_BACKOFF_CAP_S
         self._prepared: object = None
 
     def _prepare_session(self) -> None:
@@ -98,36 +96,81 @@ class Relay:
             self._prepared = connection.connection
 
     def relay_batch(self) -> int:
-        """Publish one batch; returns how many rows it took. Raises PublishFailed if Redis failed
-        (after recording the failed attempt in a transaction of its own)."""
+        """Publish one batch; returns how many rows it took.
+
+        Raises ``BrokerUnavailable`` if Redis as a whole failed: the claim rolls back, so no
+        row counts an attempt, none backs off and the next batch takes them in the same order.
+        Only a row that Redis refuses on its own counts an attempt (and is dead at the limit).
+        """
         self._prepare_session()
-        claimed: list[Claimed] = []
-        try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute(CLAIM, [self.batch_size])
-                    claimed = [
-                        Claimed(row[0], Outgoing(row[3], row[1], row[2], row[4]), row[5])
-                        for row in sorted(cursor.fetchall())  # RETURNING has no order of its own
-                    ]
-                if claimed:
-                    self.publisher.publish([c.outgoing for c in claimed])  # a RedisError rolls back
-        except redis.RedisError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._record_failure([c.id for c in claimed], error)
-            raise PublishFailed(error) from exc
-        if claimed:
-            metrics.published([(c.outgoing, c.created_at) for c in claimed])
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(CLAIM, [self.batch_size])
+                claimed = [
+                    Claimed(row[0], Outgoing(row[3], row[1], row[2], row[4]), row[5])
+                    for row in sorted(cursor.fetchall())  # RETURNING has no order of its own
+                ]
+            if not claimed:
+                return 0
+            refused = self.publisher.publish([c.outgoing for c in claimed])
+            failed = self._one_by_one([c for c in claimed if c.outgoing.queue in refused])
+            if failed:
+                self._mark_refused(failed)
+        metrics.published([(c.outgoing, c.created_at) for c in claimed if c.id not in failed])
         return len(claimed)
 
-    def _record_failure(self, ids: list[int], error: str) -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
+    def _one_by_one(self, suspects: list[Claimed]) -> dict[int, str]:
+        """Publish the rows of a refused queue singly, so one bad row does not fail the others;
+        returns the rows refused again, with the error."""
+        failed: dict[int, str] = {}
+        for claimed in suspects:
+            for error in self.publisher.publish([claimed.outgoing]).values():
+                failed[claimed.id] = f"{type(error).__name__}: {error}"[:2000]
+        return failed
+
+    def _mark_refused(self, failed: dict[int, str]) -> None:
+        ids, errors = list(failed), list(failed.values())
+        with connection.cursor() as cursor:
             cursor.execute(
-                MARK_FAILED,
-                [error[:2000], self.backoff_base_s, self.backoff_cap_s, self.max_attempts, ids],
+                MARK_REFUSED,
+                [self.max_attempts, self.backoff_base_s, self.backoff_cap_s, ids, errors],
             )
             dead = sum(1 for (status,) in cursor.fetchall() if status == "dead")
         metrics.publish_failed(len(ids), dead)
+        logger.warning("Redis refused %d outbox rows (%d now dead)", len(ids), dead)
+
+
+class BrokerWatch:
+    """Whether the broker is reachable, as the relay last found it: one log line and a gauge
+    when that changes, and the relay's backoff while it is not."""
+
+    def __init__(self, cap_s: float) -> None:
+        self.cap_s = cap_s
+        self.failures = 0
+        self.down_since: float | None = None
+        metrics.BROKER_UP.set(1)
+
+    def failed(self, error: BrokerUnavailable) -> float:
+        """Record a failed publish; returns how long to wait before the next one."""
+        self.failures += 1
+        metrics.BROKER_ERRORS.inc()
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            metrics.BROKER_UP.set(0)
+            logger.error(
+                "broker unreachable (%s); holding every outbox row until it is back", error
+            )
+        return min(0.1 * 2**self.failures, self.cap_s) * random.uniform(0.8, 1.2)
+
+    def ok(self) -> bool:
+        """Record a working publish; True if the broker has just come back."""
+        self.failures = 0
+        if self.down_since is None:
+            return False
+        logger.warning("broker reachable again after %.1fs", time.monotonic() - self.down_since)
+        self.down_since = None
+        metrics.BROKER_UP.set(1)
+        return True
 
 
 class Wakeup:
@@ -181,6 +224,8 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
     interval = poll_interval_s if poll_interval_s is not None else settings.OUTBOX_POLL_INTERVAL
     wakeup = Wakeup(notify_channel(settings.SERVICE_NAME))
     failures = 0
+    broker = BrokerWatch(settings.OUTBOX_BROKER_RETRY_CAP_S)
+    epoch = EpochWatch(relay.publisher.redis)
     linger_s = settings.OUTBOX_LINGER_MS / 1000
     logger.info("relay started: batch %s, poll every %.1fs", relay.batch_size, interval)
     wakeup.wait(0)  # LISTEN before the first batch, so no commit after it goes unnoticed
@@ -188,13 +233,16 @@ def run_relay(relay: Relay, *, stop: threading.Event, poll_interval_s: float | N
     try:
         while not stop.is_set():
             try:
+                if epoch.due():
+                    epoch.check()
                 taken = relay.relay_batch()
                 failures = 0
-            except PublishFailed as exc:
-                failures += 1
-                delay = min(0.1 * 2**failures, 5.0) * random.uniform(0.8, 1.2)
-                logger.warning("publish failed (%s); retrying in %.2fs", exc, delay)
-                stop.wait(delay)
+                broker.ok()
+            except BrokerUnavailable as exc:
+                # When it is back, look for lost data before publishing anything: a replay then
+                # goes out ahead of the rows written during the outage, in the original order.
+                epoch.check_soon()
+                stop.wait(broker.failed(exc))
                 continue
             except OperationalError as exc:
                 failures += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
@@ -16,6 +16,7 @@ from common.messaging.envelope import Envelope, new_event
 from common.messaging.keys import key_ring
 from common.messaging.signing import KeyRing
 from common.outbox.models import OutboxMessage
+from common.retention import prune_in_batches
 
 INSERT_AND_NOTIFY = """
 WITH rows AS (
@@ -147,18 +148,38 @@ def outbox_requeue(*, ids: list[int] | None = None) -> int:
     return count
 
 
+REPLAY = f"""
+WITH replayed AS (
+    UPDATE {OutboxMessage._meta.db_table}
+    SET status = 'pending', available_at = now(), sent_at = NULL
+    WHERE status = 'sent' AND sent_at >= %s
+    RETURNING 1
+)
+SELECT count(*), pg_notify(%s, count(*)::text) FROM replayed
+"""  # noqa: S608 — the table name is ours
+
+
+def outbox_replay(*, since: datetime) -> int:
+    """Publish again every row sent since ``since`` (the broker lost them: a flush, a restart
+    without persistence, a failover, a restored backup); returns how many.
+
+    They become pending again and keep their ids, so the relays send them in their original
+    order, before anything written later; the receivers' inboxes drop the copies they had
+    already handled.
+    """
+    with transaction.atomic(), transaction.get_connection().cursor() as cursor:
+        # Durable before the relay records the broker as whole again (relays commit async).
+        cursor.execute("SET LOCAL synchronous_commit TO on")
+        cursor.execute(REPLAY, [since, notify_channel(settings.SERVICE_NAME)])
+        (count, _) = cursor.fetchone()
+    return int(count)
+
+
 def outbox_prune(*, batch_size: int | None = None) -> int:
     """Delete sent rows older than the retention period, a small batch per transaction."""
     cutoff = timezone.now() - timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
-    size = batch_size or settings.PRUNE_BATCH_SIZE
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT, sent_at__lt=cutoff)
-                .order_by("sent_at")
-                .values_list("pk", flat=True)[:size]
-            )
-            if not ids:
-                return deleted
-            deleted += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+    return prune_in_batches(
+        OutboxMessage.objects.filter(status=OutboxMessage.Status.SENT, sent_at__lt=cutoff),
+        order_by="sent_at",
+        batch_size=batch_size or settings.PRUNE_BATCH_SIZE,
+    )

@@ -337,9 +337,22 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
         "OUTBOX_POLL_INTERVAL": env.float("OUTBOX_POLL_INTERVAL", default=1.0),
         "OUTBOX_LINGER_MS": env.float("OUTBOX_LINGER_MS", default=20.0),
         "OUTBOX_MAX_ATTEMPTS": env.int("OUTBOX_MAX_ATTEMPTS", default=12),
+        # A row Redis refuses on its own backs off base·2^attempts, capped; a broker outage
+        # only pauses the relay (retrying at most every OUTBOX_BROKER_RETRY_CAP_S).
+        "OUTBOX_BACKOFF_BASE_S": env.float("OUTBOX_BACKOFF_BASE_S", default=0.5),
+        "OUTBOX_BACKOFF_CAP_S": env.float("OUTBOX_BACKOFF_CAP_S", default=60.0),
+        "OUTBOX_BROKER_RETRY_CAP_S": env.float("OUTBOX_BROKER_RETRY_CAP_S", default=5.0),
+        # When the broker lost its data, rows sent in the last OUTBOX_REPLAY_WINDOW_S are sent
+        # again (see common.outbox.replay); relays look every OUTBOX_EPOCH_CHECK_S.
+        "OUTBOX_REPLAY_WINDOW_S": env.float("OUTBOX_REPLAY_WINDOW_S", default=300.0),
+        "OUTBOX_EPOCH_CHECK_S": env.float("OUTBOX_EPOCH_CHECK_S", default=1.0),
         "OUTBOX_RETENTION_HOURS": env.float("OUTBOX_RETENTION_HOURS", default=24.0),
         "INBOX_RETENTION_HOURS": env.float("INBOX_RETENTION_HOURS", default=24.0 * 7),
         "INBOX_MAX_RETRIES": env.int("INBOX_MAX_RETRIES", default=8),
         "IDEMPOTENCY_RETENTION_HOURS": env.float("IDEMPOTENCY_RETENTION_HOURS", default=24.0),
         "PRUNE_BATCH_SIZE": env.int("PRUNE_BATCH_SIZE", default=1000),
+        # Time for an operator to look at, fix and retry a dead letter before it is deleted.
+        "DEAD_LETTER_RETENTION_HOURS": env.float("DEAD_LETTER_RETENTION_HOURS", default=24.0 * 30),
+        # A service's own prunes run by housekeeping.prune: {name: dotted path of a function}.
+        "HOUSEKEEPING_PRUNERS": {},
     }

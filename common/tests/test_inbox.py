@@ -17,7 +17,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from account.accounts.handlers import HANDLERS as ACCOUNT_HANDLERS
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
-from common.inbox.services import dead_letter_retry, inbox_prune
+from common.inbox.services import dead_letter_prune, dead_letter_retry, inbox_prune
 from common.inbox.tasks import consume
 from common.messaging.envelope import Envelope, decode
 from common.messaging.keys import generate_key_pair
@@ -265,3 +265,15 @@ def test_a_forged_dead_letter_is_never_handed_back_to_the_queue() -> None:
 
     assert dead_letter_retry(ids=[DeadLetter.objects.get().pk]) == 0
     assert not OutboxMessage.objects.exists()
+
+
+def test_dead_letters_past_their_retention_are_pruned(settings: SettingsWrapper) -> None:
+    settings.DEAD_LETTER_RETENTION_HOURS = 24
+    for _ in range(3):
+        deliver("{not an envelope")
+    DeadLetter.objects.filter(
+        pk__in=list(DeadLetter.objects.values_list("pk", flat=True)[:2])
+    ).update(received_at=timezone.now() - timedelta(hours=25))
+
+    assert dead_letter_prune(batch_size=1) == 2
+    assert DeadLetter.objects.count() == 1

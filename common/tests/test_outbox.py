@@ -15,9 +15,14 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from common.messaging.transport import ENVELOPES_PER_TASK, Outgoing, Publisher
+from common.messaging.transport import (
+    ENVELOPES_PER_TASK,
+    BrokerUnavailable,
+    Outgoing,
+    Publisher,
+)
 from common.outbox.models import OutboxMessage
-from common.outbox.relay import PublishFailed, Relay, Wakeup
+from common.outbox.relay import Relay, Wakeup
 from common.outbox.services import (
     OutsideTransaction,
     notify_channel,
@@ -122,24 +127,46 @@ def test_commit_wakes_the_relay_and_rollback_does_not() -> None:
     wakeup.close()
 
 
-def test_failed_publish_backs_off_then_parks_the_row_as_dead() -> None:
+def test_an_unreachable_broker_holds_the_batch_without_counting_attempts() -> None:
     unreachable = Publisher(current_app, broker_url="redis://127.0.0.1:1/0")
     relay = Relay(unreachable, max_attempts=3)
     put(debit_command(uuid.uuid4(), 1))
+    before = OutboxMessage.objects.get()
+
+    for _ in range(5):  # more failures than the row has attempts
+        with pytest.raises(BrokerUnavailable):
+            relay.relay_batch()
+
+    row = OutboxMessage.objects.get()
+    assert (row.status, row.attempts, row.last_error) == ("pending", 0, "")
+    assert row.available_at == before.available_at  # not backed off: first in line when back
+
+
+def test_a_row_redis_refuses_on_its_own_backs_off_then_is_dead(
+    relay: Relay, clean_broker: redis.Redis
+) -> None:
+    clean_broker.set("order", "not a list")  # every push to this queue is refused (WRONGTYPE)
+    put(debit_command(uuid.uuid4(), 1))
+    stuck = OutboxMessage.objects.create(
+        message_id=uuid.uuid4(), type="order.x", destination="order", envelope={"id": "x"}
+    )
+    put(debit_command(uuid.uuid4(), 2))
+    relay.max_attempts = 3
 
     for attempt in range(1, 4):
-        with pytest.raises(PublishFailed):
-            relay.relay_batch()
-        row = OutboxMessage.objects.get()
+        assert relay.relay_batch() == (3 if attempt == 1 else 1)
+        row = OutboxMessage.objects.get(pk=stuck.pk)
         assert row.attempts == attempt
-        assert "ConnectionError" in row.last_error
+        assert "WRONGTYPE" in row.last_error
         if attempt < 3:
             assert row.status == "pending"
             assert row.available_at > timezone.now()  # backing off: not claimable yet
             assert relay.relay_batch() == 0
-            OutboxMessage.objects.update(available_at=timezone.now())
+            OutboxMessage.objects.filter(pk=stuck.pk).update(available_at=timezone.now())
 
-    assert OutboxMessage.objects.get().status == "dead"
+    assert OutboxMessage.objects.get(pk=stuck.pk).status == "dead"
+    assert [e["amount"] for e in (p["payload"] for p in queued(clean_broker, "account"))] == [1, 2]
+    assert OutboxMessage.objects.filter(destination="account", status="sent").count() == 2
 
 
 def test_requeue_revives_dead_rows(relay: Relay, clean_broker: redis.Redis) -> None:

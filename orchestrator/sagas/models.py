@@ -51,6 +51,12 @@ class Saga(models.Model):
                 name="saga_due_idx",
             ),
             models.Index(fields=["type", "state", "-created_at"], name="saga_type_state_idx"),
+            # Retention: the finished sagas, oldest first.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(state__in=["completed", "rejected"]),
+                name="saga_finished_idx",
+            ),
             # A customer's sagas in flight, counted when a new one would start.
             models.Index(
                 fields=["customer_id"],

@@ -20,8 +20,10 @@ from common.auth.principal import Principal
 from common.messaging.contract import Reply, reply_type
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
 from common.outbox.services import Also, outbox_put
+from common.retention import prune_until_done
 from common.transactions import locked, use_case_atomic
 from orchestrator.sagas import engine, metrics
+from orchestrator.sagas.admission import admission_check
 from orchestrator.sagas.definitions import CANCEL_ORDER, DEFINITIONS, PLACE_ORDER
 from orchestrator.sagas.engine import (
     NotApplicable,
@@ -230,6 +232,7 @@ def checkout_start(
     """Start placing an order for ``customer_id`` (the caller, or anyone for an operator). Its
     id is assigned here, so the client knows it at once."""
     customer_id = actor.acting_for(customer_id)
+    admission_check()
     order_id = uuid.uuid4()
     data = {
         "order_id": str(order_id),
@@ -245,6 +248,7 @@ def cancellation_start(*, actor: Principal, order_id: uuid.UUID) -> Saga:
     placed = Saga.objects.filter(type=Saga.Type.PLACE_ORDER, order_id=order_id).first()
     if placed is None or placed.customer_id is None or not actor.owns(placed.customer_id):
         raise NotFoundError("Order", order_id)
+    admission_check()
     return saga_start(
         definition=CANCEL_ORDER,
         data={"order_id": str(order_id)},
@@ -358,3 +362,32 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
         saga.outstanding_command_id = None
         _apply(saga, outcome, events=[acted])
     return saga
+
+
+PRUNE_FINISHED = f"""
+WITH batch AS (
+    SELECT id FROM {Saga._meta.db_table}
+    WHERE state IN ('completed', 'rejected') AND finished_at < %s
+    ORDER BY finished_at
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+), history AS (
+    DELETE FROM {SagaEvent._meta.db_table} WHERE saga_id IN (SELECT id FROM batch)
+)
+DELETE FROM {Saga._meta.db_table} WHERE id IN (SELECT id FROM batch)
+"""  # noqa: S608 — the table names are ours
+
+
+def saga_prune(*, batch_size: int | None = None) -> int:
+    """Delete completed and rejected sagas that finished longer ago than the retention period,
+    with their history, a batch per transaction; returns how many sagas. Failed sagas wait for
+    an operator and are kept."""
+    cutoff = timezone.now() - timedelta(hours=settings.SAGA_RETENTION_HOURS)
+    size = batch_size or settings.PRUNE_BATCH_SIZE
+
+    def batch() -> int:
+        with transaction.atomic(), transaction.get_connection().cursor() as cursor:
+            cursor.execute(PRUNE_FINISHED, [cutoff, size])
+            return cursor.rowcount
+
+    return prune_until_done(batch)

@@ -94,6 +94,25 @@ class Cafe:
         self.checkouts.append(body)
         return body
 
+    def checkout_unless_shed(
+        self, customer_id: str, items: list[dict[str, int]]
+    ) -> dict[str, Any] | None:
+        """A checkout, or None if the system is behind and refused it (503 ``overloaded``, with
+        ``Retry-After``: nothing was started)."""
+        response = self.http.post(
+            "/api/v1/checkouts",
+            json={"customer_id": customer_id, "items": items},
+            headers=self.as_customer(customer_id),
+        )
+        if response.status_code == 503:
+            assert response.json()["code"] == "overloaded", response.text
+            assert int(response.headers["retry-after"]) >= 1
+            return None
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        self.checkouts.append(body)
+        return body
+
     def cancel(self, order_id: str) -> dict[str, Any]:
         """Cancel as the customer who placed the order (as an operator if it was not ours)."""
         owner = next((c["customer_id"] for c in self.checkouts if c["order_id"] == order_id), None)

@@ -15,11 +15,11 @@ import psutil
 import pytest
 import redis
 from django.db import connection, transaction
-from django.utils import timezone
 
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import InboxMessage
 from common.outbox.models import OutboxMessage
+from common.outbox.replay import epoch_key
 from common.tests.integration.conftest import Processes
 from common.tests.support import debit_command, funded_account, put, queued, wait_until
 
@@ -48,10 +48,11 @@ def test_relay_killed_after_commit_before_publish_publishes_after_restart(
     processes: Processes, queue: redis.Redis
 ) -> None:
     command = debit_command(uuid.uuid4(), 10)
-    put(command)
+    relay = processes.relay()
+    wait_until(lambda: queue.exists(epoch_key("account")))  # its first look at the broker done
     queue.execute_command("CLIENT", "PAUSE", "20000", "WRITE")  # the relay's publish will hang
     try:
-        relay = processes.relay()
+        put(command)
         wait_until(claimed_by_another_session)  # rows claimed, publish not done
         processes.kill(relay)
     finally:
@@ -143,55 +144,77 @@ def test_two_relays_racing_over_ten_thousand_rows_lose_none(
     assert duplicates == 0  # SKIP LOCKED: no row is claimed twice while its claim is held
 
 
-def test_messages_written_while_redis_is_down_are_published_when_it_returns(
+@contextmanager
+def private_redis(tmp_path: Path, port: int) -> Iterator[PrivateRedis]:
+    """A Redis of our own that a test may stop and start (never the shared one)."""
+    server = PrivateRedis(tmp_path, port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class PrivateRedis:
+    def __init__(self, directory: Path, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis.Redis(port=port)
+        server = shutil.which("redis-server")
+        assert server is not None
+        self.command = [
+            *(server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(directory), "--daemonize", "no"),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _pings(self.client))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def test_redis_down_past_the_old_dead_row_horizon_kills_nothing_and_keeps_the_order(
     processes: Processes, tmp_path: Path
 ) -> None:
-    server = shutil.which("redis-server")
-    assert server is not None
-    port = 56391
-    start = [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-        "--daemonize",
-        "no",
-    ]
-    private = subprocess.Popen(start, stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    wait_until(lambda: _pings(client))
-    processes.relay(extra_env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
-    put(debit_command(uuid.uuid4(), 1))
-    wait_until(lambda: client.llen("account") == 1)
+    # Three attempts 0.05-0.1 s apart: under the old rule every row was dead within a second.
+    horizon = {
+        "OUTBOX_MAX_ATTEMPTS": "3",
+        "OUTBOX_BACKOFF_BASE_S": "0.05",
+        "OUTBOX_BACKOFF_CAP_S": "0.1",
+        "OUTBOX_BROKER_RETRY_CAP_S": "0.5",
+    }
+    with private_redis(tmp_path, 56391) as server:
+        relay = processes.relay(extra_env={"REDIS_URL": server.url, **horizon})
+        first = debit_command(uuid.uuid4(), 1)
+        put(first)
+        wait_until(lambda: server.client.llen("account") == 1)
 
-    private.terminate()
-    private.wait(timeout=10)
-    commands = [debit_command(uuid.uuid4(), 1) for _ in range(200)]
-    for command in commands:
-        put(command)
-    time.sleep(2)  # the relay fails, backs off, and keeps every row
-    assert pending() == 200
-    assert OutboxMessage.objects.filter(attempts__gt=0, status="pending").exists()
-
-    private = subprocess.Popen(start, stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _pings(client))
-        # Rows back off up to a minute; an operator (or this test) can make them due now.
-        OutboxMessage.objects.filter(status="pending").update(available_at=timezone.now())
-        wait_until(lambda: pending() == 0, timeout_s=30)
-        published = {e["id"] for e in queued(client, "account")}
-        assert {str(c.id) for c in commands} <= published
+        server.stop()
+        commands = [debit_command(uuid.uuid4(), n + 1) for n in range(200)]
+        for start in range(0, 200, 20):
+            put(*commands[start : start + 20])
+        time.sleep(4)  # the relay fails over and over, and holds every row as it was
+        assert pending() == 200
         assert OutboxMessage.objects.filter(status="dead").count() == 0
-    finally:
-        private.terminate()
-        private.wait(timeout=10)
+        assert not OutboxMessage.objects.filter(attempts__gt=0, status="pending").exists()
+
+        server.start()
+        wait_until(lambda: pending() == 0, timeout_s=30)  # no operator needed
+
+        # The restarted Redis kept nothing: the relay noticed and sent the first message again.
+        published = [e["id"] for e in queued(server.client, "account")]
+        assert published == [str(c.id) for c in [first, *commands]]  # each once, in commit order
+        assert OutboxMessage.objects.filter(status="dead").count() == 0
+        processes.kill(relay)
+    log = (tmp_path / "relay-0.log").read_text()
+    assert log.count("broker unreachable") == 1
+    assert "broker reachable again" in log
 
 
 def _pings(client: redis.Redis) -> bool:
