@@ -25,9 +25,12 @@ ACCESS_LOG_FORMAT = {
 
 _TYPES = "type.googleapis.com/envoy.extensions"
 
-# The retry conditions nginx's `proxy_next_upstream error timeout http_502 http_503 http_504` has.
+# The retry conditions nginx's `proxy_next_upstream error timeout http_502 http_504` has. Not 503:
+# a service answering 503 is shedding load (`overloaded`, `unavailable`, with Retry-After), and
+# trying again at once would add to the load it sheds.
 RETRY_POLICY = {
-    "retry_on": "connect-failure,refused-stream,reset,gateway-error",
+    "retry_on": "connect-failure,refused-stream,reset,retriable-status-codes",
+    "retriable_status_codes": [502, 504],
     "num_retries": policy.RETRIES,
     "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
 }

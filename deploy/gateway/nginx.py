@@ -118,7 +118,8 @@ def _route_locations(route: Route) -> Iterator[str]:
     yield from (f"    {line}" for line in _timeouts(route))
     yield "}"
     yield f"location {retry} {{"
-    yield "    proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;"
+    # Not http_503: a service answering 503 sheds load; retrying it at once adds to it.
+    yield "    proxy_next_upstream error timeout http_502 http_504 non_idempotent;"
     yield f"    proxy_next_upstream_tries {1 + policy.RETRIES};"
     yield f"    proxy_next_upstream_timeout {route.timeout_s:g}s;"
     yield f"    proxy_pass http://{route.upstream};"
