@@ -113,6 +113,7 @@ async def run_rate(
     """Offer ``rate`` checkouts/s for ``seconds``; return what finished and how fast."""
     sent: dict[str, float] = {}
     failures = 0
+    shed = 0  # 503 overloaded: refused at once by admission control, nothing started
     interval = 1.0 / rate
     names = list(customers)
     owner: dict[str, str] = {}
@@ -120,7 +121,7 @@ async def run_rate(
     start = time.monotonic()
 
     async def one(n: int) -> None:
-        nonlocal failures
+        nonlocal failures, shed
         customer = names[n % len(names)]
         body = {"items": [{"menu_item_id": 1 + n % 6, "quantity": 1}]}
         posted = time.time()
@@ -129,7 +130,10 @@ async def run_rate(
                 "/api/v1/checkouts", json=body, headers=customers[customer]
             ) as response:
                 if response.status != 202:
-                    failures += 1
+                    if response.status == 503:
+                        shed += 1
+                    else:
+                        failures += 1
                     return
                 saga_id = (await response.json())["id"]
                 sent[saga_id] = posted
@@ -183,6 +187,7 @@ async def run_rate(
         "offered_per_s": rate,
         "submitted": len(sent),
         "post_failures": failures,
+        "shed": shed,
         "unfinished": len(pending),
         "states": states,
         "sagas_per_s": round(completed / span, 1),
