@@ -56,13 +56,13 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
     for raw in args:
         try:
             try:
-                outcomes.append(_consume_one(raw, str(self.request.id)))
-            except _Transient as failed:
+                outcomes.append(consume_one(raw, str(self.request.id)))
+            except Transient as failed:
                 if self.request.retries < settings.INBOX_MAX_RETRIES:
                     again.append(raw)
                     error = failed.error
                 else:
-                    outcomes.append(_dead_handler_error(raw, failed))
+                    outcomes.append(dead_handler_error(raw, failed))
         except DatabaseError as exc:  # not even the dead-letter table: keep it for later
             again.append(raw)
             error = exc
@@ -73,12 +73,16 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
     return ",".join(outcomes)
 
 
-class _Transient(Exception):
+class Transient(Exception):
+    """A handler failed for a reason that may pass: the envelope is given back for later."""
+
     def __init__(self, envelope: Any, error: Exception) -> None:
         self.envelope, self.error = envelope, error
 
 
-def _consume_one(raw: str, task_id: str) -> str:
+def consume_one(raw: str, task_id: str) -> str:
+    """One envelope's fate: "handled", "duplicate" or "dead", or ``Transient`` to give it back.
+    (The simulator calls it as the task does, in place of Celery.)"""
     try:
         envelope, payload = decode(raw)
     except InvalidMessage as exc:
@@ -99,7 +103,7 @@ def _consume_one(raw: str, task_id: str) -> str:
     except InvalidMessage as exc:  # the handler found it can never apply
         invalid = exc
     except Exception as exc:  # database errors of the handler included: retried, then parked
-        raise _Transient(envelope, exc) from exc
+        raise Transient(envelope, exc) from exc
     dead_letter_record(
         reason=invalid.reason,
         error=invalid.detail,
@@ -110,7 +114,7 @@ def _consume_one(raw: str, task_id: str) -> str:
     return "dead"
 
 
-def _dead_handler_error(raw: str, transient: _Transient) -> str:
+def dead_handler_error(raw: str, transient: Transient) -> str:
     dead_letter_record(
         reason=DeadLetter.Reason.HANDLER_ERROR,
         error="".join(traceback.format_exception(transient.error)),

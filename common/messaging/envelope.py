@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import clock
 from common.messaging.contract import Kind, Payload, Reply, message_type, reply_type
 
 SCHEMA_VERSION = 1
@@ -97,13 +98,13 @@ def new_command(
 ) -> Envelope:
     spec = message_type(type_name)
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=type_name,
         kind=Kind.COMMAND,
         source=source,
         destination=spec.service,
         reply_to=source,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         correlation=correlation or Correlation(),
         headers=current_cause(),
         payload=_checked(type_name, Kind.COMMAND, payload),
@@ -112,11 +113,11 @@ def new_command(
 
 def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=type_name,
         kind=Kind.EVENT,
         source=source,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         headers=current_cause(),
         payload=_checked(type_name, Kind.EVENT, payload),
     )
@@ -124,12 +125,12 @@ def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
 
 def new_reply(command: Envelope, reply: Reply, *, source: str) -> Envelope:
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=reply_type(command.type),
         kind=Kind.REPLY,
         source=source,
         destination=command.reply_to or command.source,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         correlation=command.correlation.model_copy(update={"in_reply_to": command.id}),
         headers=causation_of(command),
         payload=reply.model_dump(mode="json"),

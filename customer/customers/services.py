@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
+from common import clock
 from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import CustomerRegistered
 from common.outbox.services import outbox_event
@@ -24,7 +24,7 @@ def customer_register(*, name: str, email: str) -> Customer:
             raise _email_taken(email)
         try:
             with transaction.atomic():
-                customer = Customer.objects.create(name=name, email=email)
+                customer = Customer.objects.create(id=clock.new_id(), name=name, email=email)
         except IntegrityError as exc:  # lost a race with a concurrent sign-up
             raise _email_taken(email) from exc
         outbox_event(
@@ -59,7 +59,7 @@ def _customer_set_status(*, customer_id: uuid.UUID, status: Customer.Status) -> 
             raise NotFoundError("Customer", customer_id)
         if customer.status != status:
             customer.status = status
-            customer.updated_at = timezone.now()
+            customer.updated_at = clock.now()
             customer.save(update_fields=["status", "updated_at"])
     return customer
 

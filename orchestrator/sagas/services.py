@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.utils import timezone
 
+from common import clock
 from common.api.errors import BusinessError, NotFoundError
 from common.messaging.contract import Reply
 from common.messaging.envelope import Correlation, Envelope, InvalidMessage, new_command
@@ -86,7 +86,7 @@ def _apply(
     statement (the outbox insert with the saga's upsert and history joined to it). ``events``
     are history rows (SagaEvent's fields) that came before the transition."""
     state, actions = outcome
-    now = timezone.now()
+    now = clock.now()
     history = [dict(e) for e in events]
     commands: list[Envelope] = []
     for action in actions:
@@ -173,6 +173,8 @@ def saga_start(
     customer_id: uuid.UUID | None,
 ) -> Saga:
     saga = Saga(
+        id=clock.new_id(),
+        created_at=clock.now(),
         type=definition.name,
         version=definition.version,
         state=Status.RUNNING,
@@ -199,7 +201,7 @@ def saga_start(
 
 def checkout_start(*, customer_id: uuid.UUID, items: Sequence[Mapping[str, int]]) -> Saga:
     """Start placing an order. Its id is assigned here, so the client knows it at once."""
-    order_id = uuid.uuid4()
+    order_id = clock.new_id()
     data = {
         "order_id": str(order_id),
         "customer_id": str(customer_id),
@@ -234,7 +236,7 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
             "attempt": message.correlation.attempt,
             "message_id": message.id,
             "detail": {"ok": reply.ok, "reason": reply.reason, "result": reply.result},
-            "at": timezone.now(),
+            "at": clock.now(),
         }
         if message.correlation.in_reply_to != saga.outstanding_command_id:
             received["kind"] = "stale_reply"
@@ -258,10 +260,10 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
 
 def saga_sweep(*, limit: int = 200) -> int:
     """Move every saga whose reply is overdue: re-send with backoff, time out, or ask an operator."""
-    now = timezone.now()
+    now = clock.now()
     due = list(
         Saga.objects.filter(state__in=IN_FLIGHT, deadline__lte=now)
-        .order_by("deadline")
+        .order_by("deadline", "pk")  # the same order every run of one seed
         .values_list("pk", flat=True)[:limit]
     )
     moved = 0
@@ -305,7 +307,7 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
             "kind": "operator",
             "step": definition_of(saga).steps[saga.current_step].name,
             "detail": {"action": action, "operator": operator},
-            "at": timezone.now(),
+            "at": clock.now(),
         }
         saga.outstanding_command_id = None
         _apply(saga, outcome, events=[acted])

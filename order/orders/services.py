@@ -6,8 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.utils import timezone
-
+from common import clock
 from common.api.errors import BusinessError
 from common.transactions import locked, use_case_atomic
 from order.orders.models import MenuItem, Order, OrderLine
@@ -70,7 +69,7 @@ def _locked(order_id: uuid.UUID) -> Order | None:
 def _move(
     order: Order, state: Order.State, *, saga_id: uuid.UUID | None, reason: str | None = None
 ) -> Order:
-    order.state, order.saga_id, order.updated_at = state, saga_id, timezone.now()
+    order.state, order.saga_id, order.updated_at = state, saga_id, clock.now()
     fields = ["state", "saga_id", "updated_at"]
     if reason is not None:
         order.reason = reason
