@@ -171,13 +171,23 @@ def _send(step: Step, state: State, policy: Policy, *, compensation: bool) -> Se
 MAY_HAVE_EFFECT = frozenset({StepState.SUCCEEDED, StepState.TIMED_OUT})
 
 
+def _may_have_effect(state: State, index: int) -> bool:
+    """A "no" answers one attempt only: when the step was sent more than once, an earlier
+    attempt still on its way may yet take effect (a debit refused for want of funds, then an
+    older copy charging after a deposit), so a failed step sent twice is compensated too."""
+    step_state = state.steps[index]
+    return step_state in MAY_HAVE_EFFECT or (
+        step_state is StepState.FAILED and state.attempts[index] > 1
+    )
+
+
 def _compensate_from(
     definition: SagaDefinition, state: State, index: int, policy: Policy
 ) -> Outcome:
     """Compensate, newest first, every step at or before ``index`` whose effect may exist."""
     for k in range(index, -1, -1):
         step = definition.steps[k]
-        if step.compensation and state.steps[k] in MAY_HAVE_EFFECT:
+        if step.compensation and _may_have_effect(state, k):
             nxt = replace(
                 state, status=Status.COMPENSATING, phase=Phase.COMPENSATE, current=k, attempt=1
             )
@@ -210,7 +220,7 @@ def on_reply(
         failed = replace(state, reason=reason or "failed").with_step(
             state.current, StepState.FAILED
         )
-        outcome, actions = _compensate_from(definition, failed, state.current - 1, policy)
+        outcome, actions = _compensate_from(definition, failed, state.current, policy)
         return outcome, [Note("step_failed", step.name, {"reason": reason}), *actions]
     if state.phase is Phase.COMPENSATE:
         if ok:

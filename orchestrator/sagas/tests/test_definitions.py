@@ -172,3 +172,15 @@ def test_a_refund_is_never_given_up() -> None:
     assert saga.commands.count("account.refund") == 3
     assert "order.undo_cancel" not in saga.commands
     assert saga.status == "running"
+
+
+def test_a_step_refused_after_a_resend_is_compensated_in_case_an_earlier_try_lands() -> None:
+    # Found by the simulator (seed 1009): debit try 1 was late, try 2 was refused for want of
+    # funds, the customer deposited, and try 1 then charged the rejected order.
+    saga = placing().reply(total=700).reply().timeout()  # the debit is sent twice
+    saga.reply(ok=False, reason="insufficient_funds")
+
+    assert saga.last.command == "account.refund"  # voids the payment: a late try is refused
+    saga.reply(refunded=0).reply()
+    assert (saga.status, saga.state.reason) == ("rejected", "insufficient_funds")
+    assert saga.step_states == ["compensated", "succeeded", "compensated", "pending"]
