@@ -85,9 +85,7 @@ class Run:
 
 
 class Simulation(Sink):
-    def __init__(
-        self, seed: int, faults: Faults, *, keep: Sequence[int] | None = None, verbose: bool = False
-    ) -> None:
+    def __init__(self, seed: int, faults: Faults, *, keep: Sequence[int] | None = None) -> None:
         self.seed = seed
         self.faults = faults
         self.rng = random.Random(f"schedule-{seed}")
@@ -108,7 +106,8 @@ class Simulation(Sink):
         self.expected_dead: dict[str, str] = {}  # message id -> the reason it must be parked for
         self.next_sweep = SWEEP_EVERY_S
         self.next_operator = self._operator_delay()
-        self.verbose = verbose
+        self._deadline_known = False
+        self._deadline: float | None = None
 
     # --- the seams: virtual time and seeded ids ------------------------------------------------
     def now(self) -> datetime:
@@ -161,6 +160,7 @@ class Simulation(Sink):
                 options.append(self._operator)
             if options:
                 options[self.rng.randrange(len(options))]()
+                self._deadline_known = False
                 self.t += self.rng.uniform(0.0005, 0.01)
                 continue
             upcoming = [m.due for m in self.inflight]
@@ -187,6 +187,11 @@ class Simulation(Sink):
         return self.t + self.rng.expovariate(1 / self.faults.operator_every_s)
 
     def _next_deadline(self) -> float | None:
+        """The earliest reply deadline of a saga in flight (read again only after the
+        orchestrator has acted: nothing else moves a deadline)."""
+        if self._deadline_known:
+            return self._deadline
+        self._deadline_known = True
         with acting("orchestrator"):
             due = (
                 Saga.objects.filter(state__in=IN_FLIGHT, deadline__isnull=False)
@@ -194,7 +199,8 @@ class Simulation(Sink):
                 .values_list("deadline", flat=True)
                 .first()
             )
-        return None if due is None else (due - EPOCH).total_seconds()
+        self._deadline = None if due is None else (due - EPOCH).total_seconds()
+        return self._deadline
 
     # --- the transport ---------------------------------------------------------------------------
     def publish(self, messages: Sequence[Outgoing]) -> None:
@@ -416,6 +422,7 @@ class Simulation(Sink):
         return bool(failed)
 
     def _act(self, saga: Saga, action: str) -> None:
+        self._deadline_known = False
         with acting("orchestrator"):
             try:
                 saga_operator_action(saga_id=saga.id, action=action, operator="sim")

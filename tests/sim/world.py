@@ -69,8 +69,12 @@ def reset() -> None:
         with acting(service), connection.cursor() as cursor:
             if service not in _tables:
                 _tables[service] = sorted(set(connection.introspection.table_names()) - KEPT)
+            # DELETE, not TRUNCATE: the tables are tiny, and TRUNCATE costs file operations
+            # each time. Foreign keys are not checked meanwhile (every row goes anyway).
+            deletes = " ".join(f'DELETE FROM "{t}";' for t in _tables[service])  # noqa: S608
             cursor.execute(
-                "TRUNCATE " + ", ".join(f'"{t}"' for t in _tables[service]) + " RESTART IDENTITY"
+                f"SET session_replication_role = replica; {deletes} "
+                "SET session_replication_role = DEFAULT"
             )
 
 
@@ -105,5 +109,6 @@ class Relays:
 
     def drain(self, service: str) -> None:
         """Publish everything ``service`` has committed to its outbox (call while it acts)."""
-        while self.relays[service].relay_batch():
+        relay = self.relays[service]
+        while relay.relay_batch() >= relay.batch_size:
             pass
