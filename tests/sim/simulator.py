@@ -473,8 +473,9 @@ class Simulation(Sink):
 
 def _current(saga: Saga) -> str:
     step = DEFINITIONS[(saga.type, saga.version)].steps[saga.current_step]
-    command = step.compensation if saga.phase == "compensate" else step.command
-    return command or step.command
+    if saga.phase == "compensate" and step.compensation is not None:
+        return step.compensation.command
+    return step.command
 
 
 def _describe(envelope: dict[str, Any]) -> tuple[str, frozenset[str]]:
