@@ -73,6 +73,11 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
     return ",".join(outcomes)
 
 
+# A handler's errors that say the message itself is wrong (a malformed saga id, a missing key,
+# a value of the wrong type): the same message fails the same way every time.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (ValueError, LookupError, TypeError)
+
+
 class Transient(Exception):
     """A handler failed for a reason that may pass: the envelope is given back for later."""
 
@@ -102,6 +107,8 @@ def consume_one(raw: str, task_id: str) -> str:
         return "handled" if inbox_handle(envelope, payload, handler) else "duplicate"
     except InvalidMessage as exc:  # the handler found it can never apply
         invalid = exc
+    except PERMANENT_ERRORS as exc:  # no retry can mend it: parked at once, with its reason
+        return dead_handler_error(raw, Transient(envelope, exc))
     except Exception as exc:  # database errors of the handler included: retried, then parked
         raise Transient(envelope, exc) from exc
     dead_letter_record(
