@@ -139,7 +139,7 @@ def audit_outcomes() -> list[Violation]:
         moved = money.get(order_id, [])
         charges = [a for k, a in moved if k == "charge"]
         refunds = [a for k, a in moved if k == "refund"]
-        ids = (saga.id, order_id, *(c.id for c in cancels[order_id]))
+        ids = (saga.id, order_id, saga.customer_id, *(c.id for c in cancels[order_id]))
         if saga.state == Saga.State.COMPLETED:
             if order is None or order.state not in {Order.State.APPROVED, Order.State.CANCELLED}:
                 bad(

@@ -316,8 +316,12 @@ class Simulation(Sink):
         if step.kind == "deposit":
             if customer is None:
                 return "account", None
-            return "account", lambda: _posted(
-                account_deposit(customer_id=customer, amount=a["amount"])
+            return (
+                "account",
+                lambda: (
+                    f"customer {short(customer)} balance "
+                    f"{account_deposit(customer_id=customer, amount=a['amount']).balance}"
+                ),
             )
         if step.kind == "checkout":
             if customer is None:
@@ -346,7 +350,10 @@ class Simulation(Sink):
             if customer is None:
                 return "customer", None
             use_case = customer_block if step.kind == "block" else customer_unblock
-            return "customer", lambda: use_case(customer_id=customer).status
+            return (
+                "customer",
+                lambda: f"customer {short(customer)} {use_case(customer_id=customer).status}",
+            )
         if step.kind == "malformed":
             return self._malformed(a["variant"])
         raise ValueError(f"unknown input {step.kind}")
@@ -492,10 +499,6 @@ def _describe(envelope: dict[str, Any]) -> tuple[str, frozenset[str]]:
     if envelope["kind"] == "reply":
         parts.append("ok" if payload.get("ok") else f"no: {payload.get('reason')}")
     return " ".join(parts), frozenset(ids)
-
-
-def _posted(posted: Any) -> str:
-    return f"balance {posted.balance}"
 
 
 def _menu() -> dict[int, int]:
