@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tests.sim.scenario import FAULT_KINDS, Faults
 from tests.sim.simulator import Run, Simulation, short
+
+PROGRESS_EVERY = 500
 
 
 @dataclass
@@ -50,13 +53,17 @@ class Runner:
 
     def many(self, seeds: Sequence[int]) -> list[int]:
         failed = []
-        for seed in seeds:
+        started = time.perf_counter()
+        for done, seed in enumerate(seeds, start=1):
             case = Case(seed, self.faults, self.keep)
             run = case.run()
             self.delivered += run.delivered
             if not run.ok:
                 failed.append(seed)
                 self.explain(case, run)
+            if done % PROGRESS_EVERY == 0 and done < len(seeds):
+                took = time.perf_counter() - started
+                print(f"… {done}/{len(seeds)} runs, {len(failed)} failed, {done / took:.2f} runs/s")
         return failed
 
     def explain(self, case: Case, run: Run) -> None:
