@@ -42,7 +42,7 @@ from orchestrator.sagas.services import (
     saga_operator_action,
     saga_sweep,
 )
-from order.orders.models import MenuItem, Order
+from order.orders.models import MenuItem, Order, UndoneCancellation
 from tests.sim import auditor
 from tests.sim.handlers import CRASH, Crash
 from tests.sim.scenario import Faults, Input, draw
@@ -465,6 +465,11 @@ class Simulation(Sink):
                 return Customer.objects.filter(pk=saga.customer_id, status="active").exists()
         with acting("order"):
             order = Order.objects.filter(pk=order_id).first()
+            undone = UndoneCancellation.objects.filter(pk=saga.id).exists()
+        if command == "order.undo_cancel":
+            return undone and (
+                order is None or order.saga_id != saga.id or order.state != "cancel_pending"
+            )
         if order is None:
             return False
         expected = {
@@ -473,7 +478,6 @@ class Simulation(Sink):
             "order.reject": (Order.State.REJECTED, None),
             "order.begin_cancel": (Order.State.CANCEL_PENDING, saga.id),
             "order.confirm_cancel": (Order.State.CANCELLED, saga.id),
-            "order.undo_cancel": (Order.State.APPROVED, None),
         }[command]
         return order.state == expected[0] and expected[1] in {None, order.saga_id}
 
