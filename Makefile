@@ -9,7 +9,7 @@ BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
 .PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check check-deploy bench-outbox bench-saga \
-	k8s-validate docker-check load
+	k8s-validate docker-check load simulate
 
 help:
 	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
@@ -22,6 +22,7 @@ help:
 	@echo "make docker-check  check docker-compose.yml, the Dockerfile and the gateway configs (no Docker engine needed)"
 	@echo "make k8s-validate  build the Kubernetes overlays and validate them offline"
 	@echo "make load          mixed load on the running gateway with locust (LOAD_USERS, LOAD_SECONDS)"
+	@echo "make simulate      seeded runs of the whole message system, audited (RUNS, FIRST_SEED; SEED=n replays one)"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -84,6 +85,13 @@ test-e2e: venv
 	$(BIN)/pytest tests -p no:django -q
 
 test: lint migrations-check check-deploy test-unit test-e2e
+
+# The deterministic simulator (tests/sim): every service's real code on its own simulation
+# database, with a seeded scheduler in place of Redis and Celery. SEED=n replays one run.
+RUNS ?= 200
+FIRST_SEED ?= 1
+simulate: venv
+	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED),--runs $(RUNS) --first-seed $(FIRST_SEED)) $(SIM_ARGS)
 
 bench-saga: venv
 	$(BIN)/python -m tests.bench.saga

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.utils import timezone
-
 from account.accounts.models import Account, LedgerEntry, OrderPayment
+from common import clock
 from common.api.errors import BusinessError, NotFoundError
 from common.auth.principal import Principal
 from common.transactions import locked, use_case_atomic
@@ -36,7 +35,7 @@ def _locked_account(customer_id: uuid.UUID) -> Account:
 def _post(
     account: Account, *, kind: LedgerEntry.Kind, amount: int, order_id: uuid.UUID | None
 ) -> Posted:
-    now = timezone.now()
+    now = clock.now()
     account.balance += amount
     account.updated_at = now
     account.save(update_fields=["balance", "updated_at"])
@@ -131,6 +130,6 @@ def account_refund(*, customer_id: uuid.UUID, order_id: uuid.UUID) -> Posted | N
             account, kind=LedgerEntry.Kind.REFUND, amount=payment.amount, order_id=order_id
         )
         payment.state = OrderPayment.State.REFUNDED
-        payment.updated_at = timezone.now()
+        payment.updated_at = clock.now()
         payment.save(update_fields=["state", "updated_at"])
         return posted

@@ -128,9 +128,15 @@ def _handle_or_park(raw: str, *, task_id: str, retries: int) -> Outcome:
     return Outcome(Fate.HANDLED if handled else Fate.DUPLICATE)
 
 
+# A handler's errors that say the message itself is wrong (a malformed saga id, a missing key,
+# a value of the wrong type): the same message fails the same way every time.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (ValueError, LookupError, TypeError)
+
+
 def _handler_failed(raw: str, envelope: Envelope, error: Exception, *, retries: int) -> Outcome:
-    """Given back for a later try, until the retries are spent; then parked with its traceback."""
-    if retries < settings.INBOX_MAX_RETRIES:
+    """Given back for a later try, until the retries are spent; then parked with its traceback.
+    A permanent error (``PERMANENT_ERRORS``) is parked at once: no retry can mend it."""
+    if retries < settings.INBOX_MAX_RETRIES and not isinstance(error, PERMANENT_ERRORS):
         return Outcome(Fate.GIVEN_BACK, error)
     return _park(
         raw,

@@ -7,11 +7,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import clock
 from common.messaging.contract import (
     Kind,
     Payload,
@@ -118,13 +119,13 @@ def new_command(
 ) -> Envelope:
     spec = message_type(type_name)
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=type_name,
         kind=Kind.COMMAND,
         source=source,
         destination=spec.service,
         reply_to=source,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         correlation=correlation or Correlation(),
         headers=current_cause(),
         payload=_checked(type_name, Kind.COMMAND, payload),
@@ -133,11 +134,11 @@ def new_command(
 
 def new_event(type_name: str, payload: Payload, *, source: str) -> Envelope:
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=type_name,
         kind=Kind.EVENT,
         source=source,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         headers=current_cause(),
         payload=_checked(type_name, Kind.EVENT, payload),
     )
@@ -150,12 +151,12 @@ def new_reply(command: Envelope, reply: Reply, *, source: str) -> Envelope:
     if destination not in route_of(message_type(type_name)).recipients:
         raise ValueError(f"{type_name} cannot be sent to {destination!r}")
     return Envelope(
-        id=uuid.uuid4(),
+        id=clock.new_id(),
         type=type_name,
         kind=Kind.REPLY,
         source=source,
         destination=destination,
-        created_at=datetime.now(UTC),
+        created_at=clock.now(),
         correlation=command.correlation.model_copy(update={"in_reply_to": command.id}),
         headers=causation_of(command),
         payload=reply.model_dump(mode="json"),

@@ -160,6 +160,44 @@ def test_an_unexpected_error_is_retried_then_dead_lettered(settings: SettingsWra
     assert InboxMessage.objects.count() == 0
 
 
+CALLS: list[str] = []
+
+
+def explode_with_value(message: Envelope, payload: Any) -> Any:
+    CALLS.append(message.type)
+    Account.objects.create(customer_id=uuid.uuid4())
+    raise ValueError(f"{message.type} {message.id} carries no saga id")
+
+
+def malformed(message: Envelope, payload: Any) -> Any:
+    CALLS.append(message.type)
+    return uuid.UUID(message.headers["saga"])  # KeyError: the sender left it out
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"), [(malformed, "KeyError: 'saga'"), (explode_with_value, "ValueError")]
+)
+def test_a_permanent_error_is_dead_lettered_at_once_with_its_reason(
+    settings: SettingsWrapper, handler: Any, error: str
+) -> None:
+    settings.MESSAGE_HANDLERS = "common.tests.test_inbox.PERMANENT_HANDLERS"
+    settings.INBOX_MAX_RETRIES = 8
+    PERMANENT_HANDLERS["account.debit"] = handler
+    CALLS.clear()
+    command = debit_command(uuid.uuid4(), 1)
+
+    assert deliver(command) == "dead"
+
+    assert CALLS == ["account.debit"]  # tried once, not once per retry
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, letter.message_id) == ("handler_error", str(command.id))
+    assert error in letter.error
+    assert Account.objects.count() == 0  # its writes rolled back
+
+
+PERMANENT_HANDLERS: dict[str, Any] = {}
+
+
 def test_a_retried_dead_letter_goes_back_to_this_services_queue(settings: SettingsWrapper) -> None:
     settings.MESSAGE_HANDLERS = "common.tests.test_inbox.FAILING_HANDLERS"
     settings.INBOX_MAX_RETRIES = 0

@@ -9,8 +9,8 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
+from common import clock
 from common.api.errors import BusinessError, NotFoundError
 from common.auth.principal import Principal
 from common.messaging.contract import CustomerRegistered
@@ -45,7 +45,9 @@ def customer_register(*, name: str, email: str, password: str) -> Customer:
             raise _email_taken(email)
         try:
             with transaction.atomic():
-                customer = Customer.objects.create(name=name, email=email, password=hashed)
+                customer = Customer.objects.create(
+                    id=clock.new_id(), name=name, email=email, password=hashed
+                )
         except IntegrityError as exc:  # lost a race with a concurrent sign-up
             raise _email_taken(email) from exc
         outbox_event(
@@ -64,7 +66,7 @@ def customer_set_password(*, email: str, password: str) -> Customer:
     with use_case_atomic():
         customer = locked(Customer, customer.id) or customer
         customer.password = hashed
-        customer.updated_at = timezone.now()
+        customer.updated_at = clock.now()
         customer.save(update_fields=["password", "updated_at"])
     return customer
 
@@ -97,7 +99,7 @@ def _customer_set_status(
             raise NotFoundError("Customer", customer_id)
         if customer.status != status:
             customer.status = status
-            customer.updated_at = timezone.now()
+            customer.updated_at = clock.now()
             customer.save(update_fields=["status", "updated_at"])
     return customer
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from common.admin import AgeFilter, ReadOnlyAdmin
 from common.api.errors import BusinessError
+from orchestrator.sagas import engine
 from orchestrator.sagas.models import Saga, SagaEvent
-from orchestrator.sagas.services import definition_of, saga_operator_action
+from orchestrator.sagas.services import definition_of, saga_operator_action, state_of
 
 COLOURS = {
     "pending": "#999",
@@ -153,9 +157,50 @@ class SagaAdmin(ReadOnlyAdmin):
     def resume(self, request: HttpRequest, queryset: QuerySet[Saga]) -> None:
         self._act(request, queryset, "resume")
 
-    @admin.action(description="Force-compensate (undo what was done)")
-    def force_compensate(self, request: HttpRequest, queryset: QuerySet[Saga]) -> None:
-        self._act(request, queryset, "force_compensate")
+    @admin.action(description="Force-compensate (undo what was done)…")
+    def force_compensate(
+        self, request: HttpRequest, queryset: QuerySet[Saga]
+    ) -> TemplateResponse | None:
+        """Asks first, showing what each saga would undo. Past its pivot a saga is not offered
+        it (its order goes through: only retry and resume)."""
+        rows = [_undo_row(saga) for saga in queryset.order_by("created_at", "id")]
+        offered = [row["saga"].pk for row in rows if row["offered"]]
+        if request.POST.get("confirmed") == "yes":
+            self._act(request, queryset.filter(pk__in=offered), "force_compensate")
+            for row in rows:
+                if not row["offered"]:
+                    self.message_user(
+                        request, f"{row['saga'].id} not compensated: {row['why']}", messages.WARNING
+                    )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Force-compensate sagas",
+            "rows": rows,
+            "offered": len(offered),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/sagas/force_compensate.html", context)
+
+
+def _undo_row(saga: Saga) -> dict[str, Any]:
+    definition, state = definition_of(saga), state_of(saga)
+    offered = engine.force_compensate_offered(definition, state)
+    why = ""
+    if not offered:
+        why = (
+            "it has ended"
+            if state.status in engine.TERMINAL
+            else "it is past its pivot: its order goes through (retry or resume it)"
+        )
+    return {
+        "saga": saga,
+        "current": definition.steps[saga.current_step].name,
+        "offered": offered,
+        "why": why,
+        "undo": engine.undone_by_force_compensate(definition, state),
+    }
 
 
 def _span(started: str | None, finished: str | None) -> str:

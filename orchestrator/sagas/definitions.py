@@ -10,7 +10,7 @@ from common.messaging.contract import (
     OrderRef,
     OrderReject,
 )
-from orchestrator.sagas.engine import Data, SagaDefinition, Step
+from orchestrator.sagas.engine import Compensation, Data, SagaDefinition, Step
 
 
 def _order(d: Data) -> OrderRef:
@@ -33,11 +33,13 @@ PLACE_ORDER = SagaDefinition(
                 customer_id=d["customer_id"],
                 items=[OrderLine(**line) for line in d["items"]],
             ),
-            compensation="order.reject",
-            build_compensation=lambda d: OrderReject(
-                order_id=d["order_id"],
-                customer_id=d["customer_id"],
-                reason=d["reason"] or "rejected",
+            compensation=Compensation(
+                "order.reject",
+                lambda d: OrderReject(
+                    order_id=d["order_id"],
+                    customer_id=d["customer_id"],
+                    reason=d["reason"] or "rejected",
+                ),
             ),
             keep=("total",),
         ),
@@ -51,10 +53,10 @@ PLACE_ORDER = SagaDefinition(
             "debit",
             "account.debit",
             _money,
-            compensation="account.refund",
-            build_compensation=_money,
+            compensation=Compensation("account.refund", _money),
+            pivot=True,
         ),
-        Step("approve_order", "order.approve", _order, retriable=True),
+        Step("approve_order", "order.approve", _order),
     ),
 )
 
@@ -67,13 +69,13 @@ CANCEL_ORDER = SagaDefinition(
             "begin_cancel",
             "order.begin_cancel",
             _order,
-            compensation="order.undo_cancel",
-            build_compensation=_order,
+            compensation=Compensation("order.undo_cancel", _order),
             keep=("customer_id", "total"),
+            pivot=True,
         ),
         # A refund cannot be taken back: it and what follows are retried until they succeed.
-        Step("refund", "account.refund", _money, retriable=True),
-        Step("confirm_cancel", "order.confirm_cancel", _order, retriable=True),
+        Step("refund", "account.refund", _money),
+        Step("confirm_cancel", "order.confirm_cancel", _order),
     ),
 )
 

@@ -49,16 +49,24 @@ Build = Callable[[Data], Payload]
 
 
 @dataclass(frozen=True)
+class Compensation:
+    """The command that undoes a step, and how to build its payload from the saga's data."""
+
+    command: str
+    build: Build
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     command: str
     build: Build
-    compensation: str | None = None
-    build_compensation: Build | None = None
+    compensation: Compensation | None = None
     # Keys of the reply's result kept in the saga's data for later steps.
     keep: tuple[str, ...] = ()
-    # After the pivot: retried until it succeeds, never compensated into.
-    retriable: bool = False
+    # The last step that can fail the saga: every step after it is retried until it succeeds,
+    # and is never compensated.
+    pivot: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,22 @@ class SagaDefinition:
     version: int
     steps: tuple[Step, ...]
 
+    def __post_init__(self) -> None:
+        pivots = [i for i, s in enumerate(self.steps) if s.pivot]
+        if len(pivots) > 1:
+            raise ValueError(f"{self.name}: more than one pivot")
+        if pivots and any(s.compensation for s in self.steps[pivots[0] + 1 :]):
+            raise ValueError(f"{self.name}: a step after the pivot cannot be compensated")
+
     @property
     def pivot(self) -> int | None:
-        """Index of the last step that can still fail the saga (the step before the first retriable)."""
-        retriable = [i for i, s in enumerate(self.steps) if s.retriable]
-        return retriable[0] - 1 if retriable else None
+        """Index of the last step that can still fail the saga."""
+        return next((i for i, s in enumerate(self.steps) if s.pivot), None)
+
+    def retriable(self, index: int) -> bool:
+        """After the pivot: retried until it succeeds, never compensated into."""
+        pivot = self.pivot
+        return pivot is not None and index > pivot
 
 
 @dataclass(frozen=True)
@@ -156,11 +175,9 @@ def _run_forward(definition: SagaDefinition, state: State, index: int, policy: P
 
 def _send(step: Step, state: State, policy: Policy, *, compensation: bool) -> Send:
     if compensation:
-        assert step.compensation is not None and step.build_compensation is not None
-        command, payload = (
-            step.compensation,
-            step.build_compensation({**state.data, "reason": state.reason}),
-        )
+        assert step.compensation is not None
+        command = step.compensation.command
+        payload = step.compensation.build({**state.data, "reason": state.reason})
     else:
         command, payload = step.command, step.build(state.data)
     return Send(
@@ -171,13 +188,23 @@ def _send(step: Step, state: State, policy: Policy, *, compensation: bool) -> Se
 MAY_HAVE_EFFECT = frozenset({StepState.SUCCEEDED, StepState.TIMED_OUT})
 
 
+def _may_have_effect(state: State, index: int) -> bool:
+    """A "no" answers one attempt only: when the step was sent more than once, an earlier
+    attempt still on its way may yet take effect (a debit refused for want of funds, then an
+    older copy charging after a deposit), so a failed step sent twice is compensated too."""
+    step_state = state.steps[index]
+    return step_state in MAY_HAVE_EFFECT or (
+        step_state is StepState.FAILED and state.attempts[index] > 1
+    )
+
+
 def _compensate_from(
     definition: SagaDefinition, state: State, index: int, policy: Policy
 ) -> Outcome:
     """Compensate, newest first, every step at or before ``index`` whose effect may exist."""
     for k in range(index, -1, -1):
         step = definition.steps[k]
-        if step.compensation and state.steps[k] in MAY_HAVE_EFFECT:
+        if step.compensation and _may_have_effect(state, k):
             nxt = replace(
                 state, status=Status.COMPENSATING, phase=Phase.COMPENSATE, current=k, attempt=1
             )
@@ -205,12 +232,12 @@ def on_reply(
                 state.current, StepState.SUCCEEDED
             )
             return _run_forward(definition, nxt, state.current + 1, policy)
-        if step.retriable:
+        if definition.retriable(state.current):
             return _retry_later(state, step, policy, note={"reason": reason})
         failed = replace(state, reason=reason or "failed").with_step(
             state.current, StepState.FAILED
         )
-        outcome, actions = _compensate_from(definition, failed, state.current - 1, policy)
+        outcome, actions = _compensate_from(definition, failed, state.current, policy)
         return outcome, [Note("step_failed", step.name, {"reason": reason}), *actions]
     if state.phase is Phase.COMPENSATE:
         if ok:
@@ -231,7 +258,7 @@ def on_timeout(definition: SagaDefinition, state: State, policy: Policy) -> Outc
         return state, []
     step = definition.steps[state.current]
     compensating = state.phase is Phase.COMPENSATE
-    persistent = compensating or step.retriable
+    persistent = compensating or definition.retriable(state.current)
     if not persistent and state.attempt >= policy.max_attempts:
         timed_out = replace(state, reason="timeout").with_step(state.current, StepState.TIMED_OUT)
         outcome, actions = _compensate_from(definition, timed_out, state.current, policy)
@@ -275,6 +302,12 @@ def operator_resume(definition: SagaDefinition, state: State, policy: Policy) ->
     if state.status in TERMINAL:
         raise NotApplicable("the saga has ended")
     step = definition.steps[state.current]
+    missing = [key for key in step.keep if key not in state.data]
+    if state.phase is Phase.FORWARD and missing:
+        # Later steps are built from this step's reply; an operator cannot vouch for that data.
+        raise NotApplicable(
+            f"the reply of {step.name} carries {', '.join(missing)} for later steps: retry it"
+        )
     resumed = replace(
         state, status=Status.COMPENSATING if state.phase is Phase.COMPENSATE else Status.RUNNING
     )
@@ -282,10 +315,33 @@ def operator_resume(definition: SagaDefinition, state: State, policy: Policy) ->
     return outcome, [Note("operator_resume", step.name), *actions]
 
 
+def force_compensate_offered(definition: SagaDefinition, state: State) -> bool:
+    """Up to the pivot a saga can still give up; after it, the order goes through (a refund of
+    an order that a late approval then approves would give it away): only retry and resume."""
+    return state.status not in TERMINAL and not (
+        state.phase is Phase.FORWARD and definition.retriable(state.current)
+    )
+
+
+def undone_by_force_compensate(definition: SagaDefinition, state: State) -> list[tuple[str, str]]:
+    """(step, compensation command) that force-compensate would send, newest first."""
+    if not force_compensate_offered(definition, state):
+        return []
+    undo = []
+    for k in range(state.current, -1, -1):
+        compensation = definition.steps[k].compensation
+        current = k == state.current and state.steps[k] is not StepState.COMPENSATED
+        if compensation and (current or _may_have_effect(state, k)):
+            undo.append((definition.steps[k].name, compensation.command))
+    return undo
+
+
 def operator_force_compensate(definition: SagaDefinition, state: State, policy: Policy) -> Outcome:
     """Abandon the forward path: compensate what was done, including the current step's maybe-effect."""
     if state.status in TERMINAL:
         raise NotApplicable("the saga has ended")
+    if not force_compensate_offered(definition, state):
+        raise NotApplicable("it is past its pivot: only retry or resume")
     step = definition.steps[state.current]
     if state.phase is Phase.COMPENSATE:
         return operator_retry(definition, state, policy)

@@ -17,19 +17,19 @@ def mermaid(definition: SagaDefinition) -> str:
         label = f"{step.name}<br/><code>{step.command}</code>"
         if i == definition.pivot:
             label += "<br/><b>pivot</b>"
-        if step.retriable:
+        if definition.retriable(i):
             label += "<br/><i>retried until it succeeds</i>"
         lines.append(f'    {node}["{label}"]')
         lines.append(f"    {previous} -->|ok| {node}")
         if step.compensation:
-            lines.append(f'    c{i}["{step.compensation}"]')
+            lines.append(f'    c{i}["{step.compensation.command}"]')
             lines.append(f"    c{i} -.-> {_first_compensation_at_or_before(definition, i - 1)}")
         previous = node
     lines.append("    completed((completed))")
     lines.append(f"    {previous} -->|ok| completed")
     lines.append("    rejected((rejected))")
     for i, step in enumerate(definition.steps):
-        if step.retriable:
+        if definition.retriable(i):
             continue
         target = _first_compensation_at_or_before(definition, i - 1)
         lines.append(f"    s{i} -.->|fails| {target}")

@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.utils import timezone
 
+from common import clock
 from common.api.errors import BusinessError, NotFoundError
 from common.auth.principal import Principal
 from common.messaging.contract import Reply, reply_type
@@ -89,7 +89,7 @@ def _apply(
     statement (the outbox insert with the saga's upsert and history joined to it). ``events``
     are history rows (SagaEvent's fields) that came before the transition."""
     state, actions = outcome
-    now = timezone.now()
+    now = clock.now()
     history = [dict(e) for e in events]
     commands: list[Envelope] = []
     for action in actions:
@@ -201,6 +201,8 @@ def saga_start(
     customer_id: uuid.UUID,
 ) -> Saga:
     saga = Saga(
+        id=clock.new_id(),
+        created_at=clock.now(),
         type=definition.name,
         version=definition.version,
         state=Status.RUNNING,
@@ -233,7 +235,7 @@ def checkout_start(
     id is assigned here, so the client knows it at once."""
     customer_id = actor.acting_for(customer_id)
     admission_check()
-    order_id = uuid.uuid4()
+    order_id = clock.new_id()
     data = {
         "order_id": str(order_id),
         "customer_id": str(customer_id),
@@ -270,7 +272,7 @@ def saga_on_reply(message: Envelope, reply: Reply) -> None:
             "attempt": message.correlation.attempt,
             "message_id": message.id,
             "detail": {"ok": reply.ok, "reason": reply.reason, "result": reply.result},
-            "at": timezone.now(),
+            "at": clock.now(),
         }
         if message.correlation.in_reply_to != saga.outstanding_command_id:
             received["kind"] = "stale_reply"
@@ -298,8 +300,11 @@ def _check_answers_outstanding(saga: Saga, message: Envelope) -> None:
     type and step: the contract lets each participant answer only its own commands, and this
     holds it to the one it was sent. Anything else is forged (dead-lettered, no effect)."""
     step = definition_of(saga).steps[saga.current_step]
-    command = step.compensation if saga.phase == Phase.COMPENSATE else step.command
-    expected = reply_type(command or "")
+    if saga.phase == Phase.COMPENSATE:
+        command = step.compensation.command if step.compensation else ""
+    else:
+        command = step.command
+    expected = reply_type(command)
     if message.type != expected or message.correlation.step != step.name:
         raise InvalidMessage(
             "forged",
@@ -310,10 +315,10 @@ def _check_answers_outstanding(saga: Saga, message: Envelope) -> None:
 
 def saga_sweep(*, limit: int = 200) -> int:
     """Move every saga whose reply is overdue: re-send with backoff, time out, or ask an operator."""
-    now = timezone.now()
+    now = clock.now()
     due = list(
         Saga.objects.filter(state__in=IN_FLIGHT, deadline__lte=now)
-        .order_by("deadline")
+        .order_by("deadline", "pk")  # the same order every run of one seed
         .values_list("pk", flat=True)[:limit]
     )
     moved = 0
@@ -357,7 +362,7 @@ def saga_operator_action(*, saga_id: uuid.UUID, action: str, operator: str) -> S
             "kind": "operator",
             "step": definition_of(saga).steps[saga.current_step].name,
             "detail": {"action": action, "operator": operator},
-            "at": timezone.now(),
+            "at": clock.now(),
         }
         saga.outstanding_command_id = None
         _apply(saga, outcome, events=[acted])
@@ -382,7 +387,7 @@ def saga_prune(*, batch_size: int | None = None) -> int:
     """Delete completed and rejected sagas that finished longer ago than the retention period,
     with their history, a batch per transaction; returns how many sagas. Failed sagas wait for
     an operator and are kept."""
-    cutoff = timezone.now() - timedelta(hours=settings.SAGA_RETENTION_HOURS)
+    cutoff = clock.now() - timedelta(hours=settings.SAGA_RETENTION_HOURS)
     size = batch_size or settings.PRUNE_BATCH_SIZE
 
     def batch() -> int:

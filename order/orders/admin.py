@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from common.admin import ReadOnlyAdmin
-from order.orders.models import MenuItem, Order, OrderLine
+from order.orders.models import MenuItem, Order, OrderLine, UndoneCancellation
 
 
 @admin.register(MenuItem)
@@ -30,3 +30,11 @@ class OrderAdmin(ReadOnlyAdmin):
     search_fields = ("id", "customer_id")
     date_hierarchy = "created_at"
     inlines = [OrderLineInline]
+
+
+@admin.register(UndoneCancellation)
+class UndoneCancellationAdmin(ReadOnlyAdmin):
+    """Cancellations whose lock was undone: what an operator checks before resuming an undo."""
+
+    list_display = ("saga_id", "order_id", "created_at")
+    search_fields = ("saga_id", "order_id")

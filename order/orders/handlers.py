@@ -72,7 +72,8 @@ def on_confirm_cancel(message: Envelope, payload: OrderRef) -> dict[str, Any]:
 
 
 def on_undo_cancel(message: Envelope, payload: OrderRef) -> dict[str, Any]:
-    return _summary(order_undo_cancel(order_id=payload.order_id, saga_id=_saga(message)))
+    order = order_undo_cancel(order_id=payload.order_id, saga_id=_saga(message))
+    return _summary(order) if order else {"order_id": str(payload.order_id), "state": None}
 
 
 HANDLERS: HandlerTable = {

@@ -55,6 +55,21 @@ class Order(models.Model):
         return f"order {self.id} ({self.state})"
 
 
+class UndoneCancellation(models.Model):
+    """A cancellation whose lock was undone (its saga compensated ``order.begin_cancel``).
+
+    A try of its ``begin_cancel`` still on its way must not lock the order again once the saga
+    has let go of it: nothing would ever release it. ``begin_cancel`` refuses a saga listed here.
+    """
+
+    saga_id = models.UUIDField(primary_key=True)
+    order_id = models.UUIDField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"cancellation {self.saga_id} of order {self.order_id}: undone"
+
+
 class OrderLine(models.Model):
     """A line as ordered: name and unit price are copied so later menu changes do not rewrite it."""
 

@@ -6,11 +6,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.utils import timezone
-
+from common import clock
 from common.api.errors import BusinessError
 from common.transactions import locked, use_case_atomic
-from order.orders.models import MenuItem, Order, OrderLine
+from order.orders.models import MenuItem, Order, OrderLine, UndoneCancellation
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def _locked(order_id: uuid.UUID) -> Order | None:
 def _move(
     order: Order, state: Order.State, *, saga_id: uuid.UUID | None, reason: str | None = None
 ) -> Order:
-    order.state, order.saga_id, order.updated_at = state, saga_id, timezone.now()
+    order.state, order.saga_id, order.updated_at = state, saga_id, clock.now()
     fields = ["state", "saga_id", "updated_at"]
     if reason is not None:
         order.reason = reason
@@ -106,12 +105,17 @@ def _check_saga(order: Order, saga_id: uuid.UUID | None) -> None:
         )
 
 
+# Only an approved order can be (or have been) cancelled: each of these states says it was approved.
+APPROVED_ONCE = frozenset({Order.State.APPROVED, Order.State.CANCEL_PENDING, Order.State.CANCELLED})
+
+
 def order_approve(*, order_id: uuid.UUID, saga_id: uuid.UUID | None) -> Order:
-    """pending → approved, by the saga that created it; approving an approved order again
-    answers the same."""
+    """pending → approved, by the saga that created it. Approving it again answers the same,
+    also once a cancellation has taken the order further (a late try of the approval must not
+    fail the checkout for good)."""
     with use_case_atomic():
         order = _locked(order_id)
-        if order is not None and order.state == Order.State.APPROVED:
+        if order is not None and order.state in APPROVED_ONCE:
             return order
         if order is None or order.state != Order.State.PENDING:
             raise _refuse("order_not_pending", order_id, order.state if order else None)
@@ -152,6 +156,8 @@ def order_begin_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
             return order
         if order is None or order.state != Order.State.APPROVED:
             raise _refuse("order_not_cancellable", order_id, order.state if order else None)
+        if UndoneCancellation.objects.filter(pk=saga_id).exists():  # a late try of it
+            raise _refuse("order_not_cancellable", order_id, order.state)
         return _move(order, Order.State.CANCEL_PENDING, saga_id=saga_id)
 
 
@@ -170,10 +176,17 @@ def order_confirm_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
     return _cancel_step(order_id, saga_id, to=Order.State.CANCELLED)
 
 
-def order_undo_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order:
-    """cancel_pending (locked by this saga) → approved again."""
+def order_undo_cancel(*, order_id: uuid.UUID, saga_id: uuid.UUID) -> Order | None:
+    """cancel_pending (locked by this saga) → approved again; an order this saga does not hold
+    is left as it is (its begin_cancel never took effect). Either way the saga is recorded as
+    undone, so that a try of its begin_cancel still on its way cannot lock the order later."""
     with use_case_atomic():
         order = _locked(order_id)
-        if order is not None and order.state == Order.State.APPROVED:
-            return order
-        return _cancel_step(order_id, saga_id, to=Order.State.APPROVED)
+        UndoneCancellation.objects.get_or_create(saga_id=saga_id, defaults={"order_id": order_id})
+        if (
+            order is not None
+            and order.state == Order.State.CANCEL_PENDING
+            and order.saga_id == saga_id
+        ):
+            return _move(order, Order.State.APPROVED, saga_id=saga_id)
+        return order

@@ -7,7 +7,12 @@ import uuid
 import pytest
 
 from orchestrator.sagas.definitions import CANCEL_ORDER, PLACE_ORDER
-from orchestrator.sagas.engine import NotApplicable
+from orchestrator.sagas.engine import (
+    NotApplicable,
+    SagaDefinition,
+    Step,
+    undone_by_force_compensate,
+)
 from orchestrator.sagas.tests.harness import Given
 
 ORDER, CUSTOMER = str(uuid.uuid4()), str(uuid.uuid4())
@@ -172,3 +177,59 @@ def test_a_refund_is_never_given_up() -> None:
     assert saga.commands.count("account.refund") == 3
     assert "order.undo_cancel" not in saga.commands
     assert saga.status == "running"
+
+
+def test_a_step_refused_after_a_resend_is_compensated_in_case_an_earlier_try_lands() -> None:
+    # Found by the simulator (seed 1009): debit try 1 was late, try 2 was refused for want of
+    # funds, the customer deposited, and try 1 then charged the rejected order.
+    saga = placing().reply(total=700).reply().timeout()  # the debit is sent twice
+    saga.reply(ok=False, reason="insufficient_funds")
+
+    assert saga.last.command == "account.refund"  # voids the payment: a late try is refused
+    saga.reply(refunded=0).reply()
+    assert (saga.status, saga.state.reason) == ("rejected", "insufficient_funds")
+    assert saga.step_states == ["compensated", "succeeded", "compensated", "pending"]
+
+
+def test_force_compensate_is_refused_past_the_pivot() -> None:
+    # It would refund an order that the approval still on its way then approves.
+    saga = placing().reply(total=700).reply().reply()  # debited: approve_order is out
+    saga.timeout(3)
+    assert (saga.status, saga.last.command) == ("failed", "order.approve")
+
+    assert undone_by_force_compensate(saga.definition, saga.state) == []
+    with pytest.raises(NotApplicable, match="past its pivot"):
+        saga.operator("force_compensate")
+    saga.operator("retry").reply()
+    assert saga.status == "completed"
+
+
+def test_force_compensate_before_the_pivot_lists_what_it_undoes() -> None:
+    saga = placing().reply(total=700).reply()  # the debit (the pivot) is outstanding
+
+    assert undone_by_force_compensate(saga.definition, saga.state) == [
+        ("debit", "account.refund"),
+        ("create_order", "order.reject"),
+    ]
+
+
+def test_resume_is_refused_where_later_steps_need_the_reply() -> None:
+    # Resuming begin_cancel would build the refund without the customer and the total.
+    saga = Given(CANCEL_ORDER, {"order_id": ORDER})
+
+    with pytest.raises(NotApplicable, match="customer_id, total"):
+        saga.operator("resume")
+    saga.operator("retry").reply(customer_id=CUSTOMER, total=700)
+    assert saga.last.command == "account.refund"
+
+
+def test_a_definition_has_at_most_one_pivot_and_nothing_compensated_after_it() -> None:
+    step = PLACE_ORDER.steps[2]
+    with pytest.raises(ValueError, match="one pivot"):
+        SagaDefinition("twice", 1, (step, step))
+    with pytest.raises(ValueError, match="after the pivot"):
+        SagaDefinition(
+            "late",
+            1,
+            (step, Step("after", step.command, step.build, compensation=step.compensation)),
+        )

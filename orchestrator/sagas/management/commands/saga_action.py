@@ -14,7 +14,8 @@ from orchestrator.sagas.services import OPERATOR_ACTIONS, saga_operator_action
 
 class Command(BaseCommand):
     help = (
-        "retry: send the current step again; resume: it took effect, go on; force_compensate: undo."
+        "retry: send the current step again; resume: it took effect, go on; force_compensate: undo "
+        "(up to the pivot only)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
