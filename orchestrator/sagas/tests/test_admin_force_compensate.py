@@ -38,8 +38,7 @@ def at_step(current: int, state: str) -> Saga:
 
 @pytest.fixture
 def operator(client: Client) -> Client:
-    get_user_model().objects.create_superuser("op", "", "pw")
-    client.login(username="op", password="pw")
+    client.force_login(get_user_model().objects.create_superuser("op", "", "pw"))
     return client
 
 

@@ -201,7 +201,8 @@ def test_undoing_a_cancellation_that_does_not_hold_the_order_leaves_it_alone() -
     # Found by the simulator (seed 1044): the order was rejected (or locked by a rival
     # cancellation), and the undo was refused forever, leaving the cancellation `failed`.
     rejected, held = placed(), placed()
-    send("order.reject", OrderReject(order_id=rejected, customer_id=uuid.uuid4(), reason="timeout"))
+    owner = Order.objects.get(pk=rejected).customer_id
+    send("order.reject", OrderReject(order_id=rejected, customer_id=owner, reason="timeout"))
     send("order.approve", OrderRef(order_id=held))
     rival = uuid.uuid4()
     send("order.begin_cancel", OrderRef(order_id=held), rival)
