@@ -93,6 +93,8 @@ def _to_problem(exc: Exception) -> Response | None:
         response = problem_response(exc.status, exc.code, exc.detail, **exc.extra)
         if exc.retry_after_s is not None:
             response["Retry-After"] = str(exc.retry_after_s)
+        if exc.status == 401:  # RFC 9110: a 401 names how to authenticate
+            response["WWW-Authenticate"] = 'Bearer realm="cafe"'
         return response
     if isinstance(exc, Http404):
         return problem_response(404, "not_found", "Not found.")

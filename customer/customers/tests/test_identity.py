@@ -109,6 +109,7 @@ def test_wrong_credentials_are_401(anonymous: APIClient, token_keys: Path, usern
     assert response.status_code == 401
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "invalid_credentials"
+    assert response["WWW-Authenticate"] == 'Bearer realm="cafe"'
 
 
 def test_a_customer_without_a_password_logs_in_once_one_is_set(
