@@ -77,3 +77,8 @@ class Logger(glogging.Logger):
 
 
 logger_class = Logger
+
+# No control socket (gunicorn 25.1+): nothing here uses `gunicornc`, and its default path,
+# $HOME/.gunicorn/gunicorn.ctl, is one per user: every stack on a machine would take it from the
+# one before (and a container whose HOME is the read-only /app logs "Permission denied").
+control_socket_disable = True

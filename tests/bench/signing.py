@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
 
 from common.messaging.contract import AccountMovement, message_type
 from common.messaging.envelope import Correlation, Envelope, decode, new_command
@@ -30,6 +31,9 @@ def per_message_us(fn: Callable[[], object], runs: int = RUNS) -> float:
 
 
 def main() -> None:
+    # Envelopes are stamped with ``common.clock.now()``, which is Django's aware clock.
+    if not settings.configured:
+        settings.configure(USE_TZ=True)
     key = Ed25519PrivateKey.generate()
     orchestrator = KeyRing(
         signer=SigningKey("orchestrator", "k1", key),
