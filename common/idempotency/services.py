@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from common.api.errors import BusinessError
 from common.idempotency.models import IdempotencyRecord
+from common.retention import prune_in_batches
 
 MAX_KEY_LENGTH = 255
 
@@ -87,14 +88,8 @@ def idempotency_store(
 def idempotency_prune(*, batch_size: int | None = None) -> int:
     """Delete records older than the retention period, in small batches; returns rows deleted."""
     cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS)
-    size = batch_size or settings.PRUNE_BATCH_SIZE
-    deleted = 0
-    while True:
-        ids = list(
-            IdempotencyRecord.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
-                :size
-            ]
-        )
-        if not ids:
-            return deleted
-        deleted += IdempotencyRecord.objects.filter(pk__in=ids).delete()[0]
+    return prune_in_batches(
+        IdempotencyRecord.objects.filter(created_at__lt=cutoff),
+        order_by="created_at",
+        batch_size=batch_size or settings.PRUNE_BATCH_SIZE,
+    )

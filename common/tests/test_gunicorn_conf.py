@@ -56,3 +56,12 @@ def test_web_and_worker_processes_refuse_to_start_without_their_message_keys(
         gunicorn_conf.when_ready(None)
     with pytest.raises(KeyConfigError):
         _load_message_keys()
+
+
+def test_no_control_socket_is_opened() -> None:
+    # Its default path is per user ($HOME/.gunicorn): two stacks on one machine would share it,
+    # and a container's read-only HOME refuses it.
+    config = Config()
+    config.set("control_socket_disable", gunicorn_conf.control_socket_disable)
+
+    assert config.control_socket_disable is True
