@@ -114,7 +114,7 @@ CALLER_LIMITS: tuple[CallerLimit, ...] = (
         method="POST",
         path="/api/v1/cancellations",
     ),
-    # Sign-up and login hash a password (Django's PBKDF2: tens of ms of CPU each), so they are
+    # Sign-up and login hash a password (Argon2id: about 25 ms of CPU each), so they are
     # the cheapest way to load the customer service. Per address, since the caller is not
     # known yet; a burst of 30 lets an office behind one NAT address start its day.
     CallerLimit("signup", Key.ADDRESS, rps=5, burst=30, method="POST", path="/api/v1/customers"),
