@@ -2,14 +2,19 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (as ``make up`` does, one directory per service), web
 workers, Celery workers and relays all write their counters there and any web worker reports
-the sum. The outbox/inbox backlog is a database fact, so it is queried at scrape time.
+the sum. The outbox/inbox backlog is a database fact, so it is queried at scrape time, and so
+is the length of the service's own queue (one LLEN; absent while Redis cannot be reached).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Iterator
 
+import redis
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -20,6 +25,8 @@ from prometheus_client.registry import Collector
 from common.inbox.models import DeadLetter
 from common.outbox.models import OutboxMessage
 
+logger = logging.getLogger(__name__)
+
 BACKLOG = f"""
 SELECT
     count(*) FILTER (WHERE status = 'pending'),
@@ -28,6 +35,20 @@ SELECT
 FROM {OutboxMessage._meta.db_table}
 WHERE status IN ('pending', 'dead')
 """  # noqa: S608 — the table name is ours
+
+
+@functools.cache
+def _broker() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+
+
+def queue_depth() -> int | None:
+    """Task messages waiting on this service's queue (each service's queue has its name)."""
+    try:
+        return int(_broker().llen(settings.SERVICE_NAME))
+    except redis.RedisError as exc:
+        logger.warning("metrics: cannot read the %s queue (%s)", settings.SERVICE_NAME, exc)
+        return None
 
 
 class BacklogCollector(Collector):
@@ -48,6 +69,13 @@ class BacklogCollector(Collector):
         yield GaugeMetricFamily(
             "inbox_dead_letters_open", "Dead letters not yet retried", value=dead_letters
         )
+        depth = queue_depth()
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "inbox_queue_depth",
+                "Task messages waiting on this service's queue, not yet taken by a worker",
+                value=depth,
+            )
 
 
 _backlog_registry = CollectorRegistry()

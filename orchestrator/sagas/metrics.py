@@ -1,12 +1,15 @@
 """Saga metrics: counters and durations from the processes that move sagas; running, overdue and
-failed counts read from the database at scrape time."""
+failed counts and the age of the oldest saga in flight read from the database at scrape time,
+with the reply timeout they are judged by (the alert rules of deploy/monitoring compare the two)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
-from django.db.models import Count, Q
+from django.conf import settings
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -46,6 +49,11 @@ class SagaCollector(Collector):
             "sagas_overdue", "Sagas whose reply is overdue", labels=["type"]
         )
         failed = GaugeMetricFamily("sagas_failed", "Sagas waiting for an operator", labels=["type"])
+        oldest = GaugeMetricFamily(
+            "sagas_in_flight_oldest_age_seconds",
+            "Age of the oldest saga running or compensating (0 when none is)",
+            labels=["type"],
+        )
         # Only the sagas in flight (the partial index's rows) and the failed ones (the type and
         # state index) are read: a scrape costs the same whatever the history holds.
         in_flight = (
@@ -54,9 +62,10 @@ class SagaCollector(Collector):
             .annotate(
                 in_flight=Count("pk"),
                 late=Count("pk", filter=Q(deadline__lt=now - OVERDUE_GRACE)),
+                started=Min("created_at"),
             )
         )
-        counts: dict[str, dict[str, int]] = {row["type"]: row for row in in_flight}
+        counts: dict[str, dict[str, Any]] = {row["type"]: row for row in in_flight}
         for saga_type in Saga.Type.values:
             stuck = Saga.objects.filter(type=saga_type, state="failed").count()
             counts.setdefault(saga_type, {})["stuck"] = stuck
@@ -65,4 +74,11 @@ class SagaCollector(Collector):
             running.add_metric([saga_type], row.get("in_flight", 0))
             overdue.add_metric([saga_type], row.get("late", 0))
             failed.add_metric([saga_type], row.get("stuck", 0))
-        yield from (running, overdue, failed)
+            started = row.get("started")
+            oldest.add_metric([saga_type], (now - started).total_seconds() if started else 0.0)
+        yield from (running, overdue, failed, oldest)
+        yield GaugeMetricFamily(
+            "saga_reply_timeout_seconds",
+            "How long a saga waits for a reply before its first retry (SAGA_REPLY_TIMEOUT_S)",
+            value=settings.SAGA_REPLY_TIMEOUT_S,
+        )

@@ -262,7 +262,8 @@ def test_dashboard_shows_outbox_sagas_queues_and_dead_letters() -> None:
         "sagas_in_flight",
         "sagas_overdue",
         "sagas_failed",
-        "keda_scaler_metrics_value",
+        "inbox_queue_depth",
+        "sagas_in_flight_oldest_age_seconds",
         "inbox_dead_letters_total",
     ):
         assert metric in exprs, metric

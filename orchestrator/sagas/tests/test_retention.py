@@ -73,9 +73,13 @@ def test_housekeeping_prunes_sagas_and_dead_letters_on_the_orchestrator(
     assert set(counts) == {"outbox", "inbox", "dead_letters", "idempotency", "sagas"}
 
 
-def test_saga_gauges_count_in_flight_overdue_and_failed(client: Client) -> None:
+def test_saga_gauges_count_in_flight_overdue_and_failed(
+    client: Client, settings: SettingsWrapper
+) -> None:
+    settings.SAGA_REPLY_TIMEOUT_S = 2.5
     saga("running")
-    saga("running", deadline_s=-60)  # overdue
+    late = saga("running", deadline_s=-60)  # overdue
+    Saga.objects.filter(pk=late.pk).update(created_at=timezone.now() - timedelta(seconds=600))
     saga("failed")
     for _ in range(3):
         saga("completed", finished_hours_ago=1)
@@ -87,6 +91,14 @@ def test_saga_gauges_count_in_flight_overdue_and_failed(client: Client) -> None:
     assert 'sagas_overdue{type="place_order"} 1.0' in text
     assert 'sagas_failed{type="place_order"} 1.0' in text
     assert 'sagas_in_flight{type="cancel_order"} 0.0' in text
+    oldest = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('sagas_in_flight_oldest_age_seconds{type="place_order"}')
+    )
+    assert 600 <= oldest < 660  # the older of the two running, not the failed one
+    assert 'sagas_in_flight_oldest_age_seconds{type="cancel_order"} 0.0' in text
+    assert "saga_reply_timeout_seconds 2.5" in text
     saga_queries = [q["sql"] for q in queries.captured_queries if '"sagas_saga"' in q["sql"]]
     assert saga_queries and all(
         "IN ('running', 'compensating')" in sql or "'failed'" in sql for sql in saga_queries
