@@ -81,7 +81,7 @@ class Processes:
         ]
         process = self._start("worker", cmd, {**(extra_env or {}), "READY_FILE": str(ready)})
         # Ready once it consumes (Celery's worker_ready signal writes the marker).
-        wait_until(ready.exists, timeout_s=30)
+        wait_until(ready.exists, timeout_s=60)
         return process
 
     def web(self, port: int, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -90,7 +90,7 @@ class Processes:
             str(BIN / "gunicorn"),
             f"{self.service}.wsgi",
             *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"),
-            *("--threads", "4", "--config", "python:common.gunicorn_conf"),
+            *("--threads", "4", "--preload", "--config", "python:common.gunicorn_conf"),
         ]
         return self._start("web", cmd, extra_env)
 
