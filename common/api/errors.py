@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# When a client may try again after the database was unreachable (down, restarting, failing
+# over) or broke the transaction off: about what a PostgreSQL restart takes.
+UNAVAILABLE_RETRY_AFTER_S = 5
+UNAVAILABLE_DETAIL = "The service cannot reach its database right now; nothing was changed."
 
 
 class BusinessError(Exception):
@@ -88,7 +94,17 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     return response
 
 
+def database_unavailable(exc: BaseException | None) -> bool:
+    """The database could not be reached or ended the transaction: the request's use-case
+    committed nothing (it is one transaction), so the client can simply try again."""
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
 def _to_problem(exc: Exception) -> Response | None:
+    if database_unavailable(exc):
+        response = problem_response(503, "unavailable", UNAVAILABLE_DETAIL)
+        response["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+        return response
     if isinstance(exc, BusinessError):
         response = problem_response(exc.status, exc.code, exc.detail, **exc.extra)
         if exc.retry_after_s is not None:
@@ -147,4 +163,10 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error_view(request: HttpRequest) -> HttpResponse:
+    # Django calls it while handling the exception, from a middleware as well as a view (a
+    # session or login lookup with the database down): that one is not the server's fault.
+    if database_unavailable(sys.exc_info()[1]):
+        response = _plain_problem(503, "unavailable", UNAVAILABLE_DETAIL)
+        response["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+        return response
     return _plain_problem(500, "internal_error", "The server failed to handle the request.")

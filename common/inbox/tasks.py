@@ -24,6 +24,7 @@ from django.utils.module_loading import import_string
 from common.idempotency.services import idempotency_prune
 from common.inbox.handlers import service_handlers
 from common.inbox.models import DeadLetter
+from common.inbox.request import ConsumeTask
 from common.inbox.services import (
     dead_letter_prune,
     dead_letter_record,
@@ -59,7 +60,13 @@ class Outcome:
     error: Exception | None = None
 
 
-@shared_task(name=CONSUME_TASK, bind=True, acks_late=True, max_retries=None)
+@shared_task(
+    name=CONSUME_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    base=ConsumeTask,  # an exception escaping around the task requeues its message
+)
 def consume(self: Task, *args: Any, **kwargs: Any) -> str:
     """Handle the envelopes this message carries (one, or a few the relay sent together), each
     in its own transaction and each exactly once. Every envelope is handled, parked or given

@@ -15,13 +15,20 @@ from common.messaging.routing import SERVICES
 # hands an unacknowledged message to a second worker while the first still holds it; short
 # enough that a message held by a worker that died comes back within minutes.
 VISIBILITY_TIMEOUT_S = 300
+# How long a message taken by a consumer that then died (before recording it as unacknowledged)
+# waits in that consumer's processing list: its lease, plus up to one sweep (10 s).
+PROCESSING_LEASE_S = 30
 
 
 def transport_options(visibility_timeout_s: int) -> dict[str, int]:
     """Redis hands an unacknowledged message (its worker died) out again after the visibility
     timeout; kombu sweeps for such messages every interval × throttle seconds (100 s by default),
-    which a short timeout (in tests) shortens to match."""
-    options = {"visibility_timeout": visibility_timeout_s}
+    which a short timeout (in tests) shortens to match. A consumer's lease on the messages it is
+    taking is never longer than the visibility timeout (see common.messaging.broker)."""
+    options = {
+        "visibility_timeout": visibility_timeout_s,
+        "processing_lease": min(PROCESSING_LEASE_S, visibility_timeout_s),
+    }
     if visibility_timeout_s < 60:
         options |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
     return options

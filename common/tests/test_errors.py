@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
+from django.test import RequestFactory
 from rest_framework import exceptions
 
-from common.api.errors import PROBLEM_CONTENT_TYPE, BusinessError, problem_exception_handler
+from common.api.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BusinessError,
+    problem_exception_handler,
+    server_error_view,
+)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +30,8 @@ from common.api.errors import PROBLEM_CONTENT_TYPE, BusinessError, problem_excep
         (exceptions.MethodNotAllowed("PUT"), 405, "method_not_allowed"),
         (exceptions.UnsupportedMediaType("text/plain"), 415, "unsupported_media_type"),
         (exceptions.Throttled(wait=3), 429, "rate_limited"),
+        (OperationalError("connection refused"), 503, "unavailable"),
+        (InterfaceError("connection already closed"), 503, "unavailable"),
     ],
 )
 def test_expected_failures_become_problems(exc: Exception, status: int, code: str) -> None:
@@ -43,3 +54,27 @@ def test_validation_problem_lists_the_fields() -> None:
 
 def test_unexpected_errors_are_left_to_the_server_error_handler() -> None:
     assert problem_exception_handler(RuntimeError("boom"), {}) is None
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_try_again() -> None:
+    response = problem_exception_handler(OperationalError("server closed the connection"), {})
+
+    assert response is not None
+    assert response["Retry-After"] == "5"
+
+
+def test_the_server_error_handler_tells_a_database_outage_from_a_crash() -> None:
+    request = RequestFactory().get("/api/v1/customers")
+    try:
+        raise OperationalError("the database system is shutting down")  # as in a middleware
+    except OperationalError:
+        outage = server_error_view(request)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        crash = server_error_view(request)
+
+    assert (outage.status_code, outage["Retry-After"]) == (503, "5")
+    assert json.loads(outage.content)["code"] == "unavailable"
+    assert crash.status_code == 500
+    assert json.loads(crash.content)["code"] == "internal_error"

@@ -59,7 +59,9 @@ class Processes:
         ]
         return self._start("relay", cmd, extra_env)
 
-    def worker(self, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def worker(
+        self, *, extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         ready = self.logs / f"worker-{len(self.running)}.ready"
         cmd = [
             str(BIN / "celery"),
@@ -75,11 +77,22 @@ class Processes:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            *extra_args,
         ]
         process = self._start("worker", cmd, {**(extra_env or {}), "READY_FILE": str(ready)})
         # Ready once it consumes (Celery's worker_ready signal writes the marker).
-        wait_until(ready.exists, timeout_s=30)
+        wait_until(ready.exists, timeout_s=60)
         return process
+
+    def web(self, port: int, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """The service's gunicorn, as ``make up`` runs it but smaller, on ``port``."""
+        cmd = [
+            str(BIN / "gunicorn"),
+            f"{self.service}.wsgi",
+            *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"),
+            *("--threads", "4", "--preload", "--config", "python:common.gunicorn_conf"),
+        ]
+        return self._start("web", cmd, extra_env)
 
     @staticmethod
     def kill(process: subprocess.Popen[bytes]) -> None:

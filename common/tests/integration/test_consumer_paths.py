@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter
 from common.tests.integration.conftest import Processes
+from common.tests.integration.faulty_hooks import FAULTS_KEY
 from common.tests.integration.test_poison import celery_message, raw_message
 from common.tests.integration.test_relay_faults import _waiting_on_lock, private_redis
 from common.tests.support import (
@@ -114,3 +115,19 @@ def _terminate_lock_waiters() -> None:
 
 def _log(directory: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in directory.glob("worker-*.log"))
+
+
+def test_a_failure_around_the_task_requeues_its_message(
+    processes: Processes, queue: redis.Redis, tmp_path: Path
+) -> None:
+    customer_id = uuid.uuid4()
+    queue.set(FAULTS_KEY, 2)  # the hook fails on the first two tries
+    queue.lpush("account", celery_message(wire(registered_event(customer_id))))
+
+    processes.worker(extra_args=("--include", "common.tests.integration.faulty_hooks"))
+
+    # Not dropped (Celery's reject without requeue would have): back on the queue, then handled.
+    wait_until(lambda: Account.objects.filter(customer_id=customer_id).exists(), timeout_s=30)
+    assert _log(tmp_path).count("failed outside its own handling") == 2
+    wait_until(lambda: queue.hlen("unacked") == 0)
+    assert queue.llen("account") == 0
