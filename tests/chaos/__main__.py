@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -56,6 +57,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--settle-seconds", type=float, default=float(env("CHAOS_SETTLE_SECONDS", "240"))
     )
+    parser.add_argument(
+        "--drive-limit-seconds",
+        type=float,
+        default=float(env("CHAOS_DRIVE_LIMIT_SECONDS", "0")) or None,
+        help="no new client turn after this long (default 3 × seconds + 60)",
+    )
     parser.add_argument("--port-base", type=int, default=int(env("CHAOS_PORT_BASE", "47000")))
     parser.add_argument("--dir", type=Path, default=Path(env("CHAOS_DIR", ROOT / "var" / "chaos")))
     parser.add_argument(
@@ -99,7 +106,8 @@ def _chaos(
     api = Api(stack.url, tally)
     operator = Login(api, *stack.operator)
     menu = [int(item["id"]) for item in api.call("GET", "/api/v1/menu").json()]
-    plan = Plan(args.checkouts, args.seconds, customers, seed, args.clients)
+    limit_s = args.drive_limit_seconds or 3 * args.seconds + 60
+    plan = Plan(args.checkouts, args.seconds, customers, seed, args.clients, limit_s)
     driver = Driver(stack.url, plan, record, api, menu)
     rng = random.Random(seed)
     pause_s = float(stack.env["SAGA_REPLY_TIMEOUT_S"]) + 2.0
@@ -109,6 +117,14 @@ def _chaos(
     started = time.monotonic()
     chaos = threading.Thread(target=injector.run, args=(started,), name="faults", daemon=True)
     chaos.start()
+
+    def enough(*_: object) -> None:  # Ctrl-C: stop driving and injecting, then settle and audit
+        say("stopping the clients and the faults; settling")
+        driver.stop.set()
+        injector.stop.set()
+
+    signal.signal(signal.SIGINT, enough)
+    signal.signal(signal.SIGTERM, enough)
     try:
         driver.run()
         chaos.join()
@@ -136,6 +152,7 @@ def _chaos(
     ]
     api.close()
     return report(
+        args.checkouts,
         seed,
         record,
         finals,
@@ -152,6 +169,7 @@ def _chaos(
 
 
 def report(
+    planned: int,
     seed: int,
     record: Record,
     finals: Finals,
@@ -168,6 +186,7 @@ def report(
         "seed": seed,
         "faults": dict(sorted(injected.items())),
         "faults_total": sum(injected.values()),
+        "checkouts_planned": planned,
         "customers": len(record.customers),
         "deposits": sum(len(c.deposits) for c in record.customers.values()),
         "checkouts": states(finals.checkouts),

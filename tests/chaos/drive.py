@@ -53,6 +53,9 @@ class Plan:
     customers: int
     seed: int
     clients: int = 8
+    # No new turn starts after this long, however many checkouts are still to come (a machine
+    # too slow for the pace): the run then settles and audits what it did.
+    limit_s: float = float("inf")
 
 
 class Driver:
@@ -70,8 +73,9 @@ class Driver:
     # --- pacing -------------------------------------------------------------------------------
 
     def _ticket(self) -> int | None:
+        late = time.monotonic() > self.started + self.plan.limit_s
         with self.ticket_lock:
-            if self.next_ticket >= self.plan.checkouts or self.stop.is_set():
+            if self.next_ticket >= self.plan.checkouts or self.stop.is_set() or late:
                 return None
             self.next_ticket += 1
             return self.next_ticket - 1
