@@ -9,7 +9,7 @@ BIN := .venv/bin
 SERVICES := customer account order orchestrator
 
 .PHONY: help venv up up-bg down status lint test test-unit test-e2e migrations-check check-deploy bench-outbox bench-saga \
-	k8s-validate docker-check load simulate
+	k8s-validate docker-check load simulate chaos
 
 help:
 	@echo "make up        set up and run every process; gateway on http://127.0.0.1:8000 (Ctrl-C stops)"
@@ -23,6 +23,7 @@ help:
 	@echo "make k8s-validate  build the Kubernetes overlays and validate them offline"
 	@echo "make load          mixed load on the running gateway with locust (LOAD_USERS, LOAD_SECONDS)"
 	@echo "make simulate      seeded runs of the whole message system, audited (RUNS, FIRST_SEED; SEED=n replays one)"
+	@echo "make chaos         own stack on private PostgreSQL/Redis, faults while clients shop, Outcomes audited (CHAOS_CHECKOUTS, CHAOS_SECONDS, CHAOS_SEED)"
 
 # uv itself is installed into a private virtualenv, pinned, so a fresh machine needs only python3.
 $(UV):
@@ -92,6 +93,12 @@ RUNS ?= 200
 FIRST_SEED ?= 1
 simulate: venv
 	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED),--runs $(RUNS) --first-seed $(FIRST_SEED)) $(SIM_ARGS)
+
+# Its own stack on private PostgreSQL and Redis (CHAOS_PORT_BASE, default 47000…49002), clients
+# through the gateway while processes are killed and paused and the servers restarted; exits 1
+# on any violated Outcome. CHAOS_CHECKOUTS, CHAOS_SECONDS, CHAOS_SEED (see README, "Chaos").
+chaos: venv
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 bench-saga: venv
 	$(BIN)/python -m tests.bench.saga

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready
+from celery.signals import task_prerun, worker_init, worker_ready
 
 from common.messaging.routing import SERVICES
 
@@ -109,6 +109,19 @@ def _load_message_keys(**_: object) -> None:
     from common.messaging.keys import key_ring
 
     key_ring()
+
+
+@task_prerun.connect
+def _drop_broken_database_connections(**_: object) -> None:
+    """Before each task, close a database connection that failed and no longer answers, or
+    that outlived CONN_MAX_AGE, so the task connects afresh. Celery's Django fix-up would do
+    this only every CELERY_DB_REUSE_MAX tasks (set above so as not to reconnect per message):
+    after a PostgreSQL restart every task failed on the dead connection until then. Unless the
+    last query failed, this is two attribute checks."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close_if_unusable_or_obsolete()
 
 
 @worker_ready.connect

@@ -30,22 +30,63 @@ def remember(stack: Stack, **values: str) -> None:
                 out.write(f"# written by `make up`: a private instance it started\n{key}={value}\n")
 
 
-def _pg_bin(name: str) -> Path | None:
+def pg_bin(name: str) -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     return found[-1] if found else (Path(p) if (p := shutil.which(name)) else None)
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
+def as_postgres(cmd: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root; run its tools as the 'postgres' user then."""
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def postgres_installed() -> bool:
+    return pg_bin("initdb") is not None and pg_bin("pg_ctl") is not None
+
+
+def postgres_ctl(data: Path, port: int, action: str, *extra: str) -> None:
+    """``pg_ctl <action>`` (start, stop, restart…) of the private instance in ``data``, which
+    listens on 127.0.0.1:``port`` only and keeps its socket and log in ``data``."""
+    subprocess.run(
+        as_postgres(
+            [
+                str(pg_bin("pg_ctl")),
+                "-D",
+                str(data),
+                "-l",
+                str(data / "server.log"),
+                "-w",
+                *extra,
+                action,
+                "-o",
+                f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_private_postgres(data: Path, port: int) -> None:
+    """A private PostgreSQL in ``data`` (created with trust auth if new) on ``port``."""
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+        subprocess.run(
+            as_postgres([str(pg_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    if not reachable("127.0.0.1", port):
+        postgres_ctl(data, port, "start")
 
 
 def ensure_postgres(stack: Stack) -> None:
     first = urlsplit(database_url(SERVICES[0], os.environ))
     if reachable(first.hostname or "127.0.0.1", first.port or 5432):
         return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
+    if not postgres_installed():
         sys.exit(
             f"stack | PostgreSQL is not reachable at {first.hostname}:{first.port} and its server is "
             "not installed. Install it (Debian: apt-get install postgresql) or set "
@@ -53,58 +94,23 @@ def ensure_postgres(stack: Stack) -> None:
         )
     data = ROOT / "var" / "postgres"
     log(f"PostgreSQL unreachable; starting a private instance in {data} on port {PRIVATE_PG_PORT}")
-    if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(data, "postgres", "postgres")
-        subprocess.run(
-            _as_postgres([str(initdb), "-D", str(data), "-U", "postgres", "--auth=trust"]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    if not reachable("127.0.0.1", PRIVATE_PG_PORT):
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(pg_ctl),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(data / "server.log"),
-                    "-w",
-                    "start",
-                    "-o",
-                    f"-p {PRIVATE_PG_PORT} -k {data} -c listen_addresses=127.0.0.1",
-                ]
-            ),
-            check=True,
-        )
+    start_private_postgres(data, PRIVATE_PG_PORT)
     remember(stack, DATABASE_HOST="127.0.0.1", DATABASE_PORT=str(PRIVATE_PG_PORT))
 
 
-def ensure_redis(stack: Stack) -> None:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    parts = urlsplit(url)
-    if reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        sys.exit(
-            f"stack | Redis is not reachable at {parts.hostname}:{parts.port} and redis-server is not "
-            "installed. Install it (Debian: apt-get install redis-server) or set REDIS_URL."
-        )
-    data = ROOT / "var" / "redis"
+def start_private_redis(data: Path, port: int) -> None:
+    """A private Redis on ``port`` that keeps nothing on disk (no RDB, no AOF): a restart loses
+    everything it held. Its log and pid file are in ``data``."""
     data.mkdir(parents=True, exist_ok=True)
-    log(f"Redis unreachable; starting a private instance in {data} on port {PRIVATE_REDIS_PORT}")
     subprocess.run(
         [
-            server,
+            str(shutil.which("redis-server")),
             "--daemonize",
             "yes",
             "--bind",
             "127.0.0.1",
             "--port",
-            str(PRIVATE_REDIS_PORT),
+            str(port),
             "--save",
             "",
             "--appendonly",
@@ -119,8 +125,24 @@ def ensure_redis(stack: Stack) -> None:
         check=True,
     )
     for _ in range(50):
-        if reachable("127.0.0.1", PRIVATE_REDIS_PORT):
+        if reachable("127.0.0.1", port):
             break
         time.sleep(0.1)
+
+
+def ensure_redis(stack: Stack) -> None:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    if reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit(
+            f"stack | Redis is not reachable at {parts.hostname}:{parts.port} and redis-server is not "
+            "installed. Install it (Debian: apt-get install redis-server) or set REDIS_URL."
+        )
+    data = ROOT / "var" / "redis"
+    log(f"Redis unreachable; starting a private instance in {data} on port {PRIVATE_REDIS_PORT}")
+    start_private_redis(data, PRIVATE_REDIS_PORT)
     db = parts.path.lstrip("/") or "0"
     remember(stack, REDIS_URL=f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/{db}")

@@ -157,11 +157,14 @@ def _status(url: str) -> int | None:
         return None
 
 
-def wait_ready(stack: Stack, timeout_s: float = 120.0) -> None:
+def wait_ready(stack: Stack, timeout_s: float | None = None) -> None:
     """Wait until every service answers ``/readyz`` and Flower answers at all (401 without a
     login), both through the gateway's operator listener, the public listener answers (the
     customer's ``/healthz``), and every worker and relay has said it consumes (each touches its
     ``READY_FILE``)."""
+    if timeout_s is None:
+        # A loaded machine starts fifteen Python processes slowly; STACK_READY_TIMEOUT_S allows it.
+        timeout_s = float(os.environ.get("STACK_READY_TIMEOUT_S", "120"))
     deadline = time.monotonic() + timeout_s
     operator = stack.operator_url
     urls = (
