@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from common.messaging.routing import SERVICES
 
@@ -102,6 +102,24 @@ def _load_message_keys(**_: object) -> None:
     from common.messaging.keys import key_ring
 
     key_ring()
+
+
+@worker_init.connect
+def _start_tracing(sender: Any = None, **_: object) -> None:
+    """The solo pool runs tasks in this process: trace here. A prefork pool's children trace
+    from their own start (an exporter thread does not survive a fork)."""
+    from common import tracing
+
+    pool = getattr(sender, "pool_cls", None)
+    if getattr(pool, "__module__", "") != "celery.concurrency.prefork":
+        tracing.start("worker")
+
+
+@worker_process_init.connect
+def _start_tracing_in_child(**_: object) -> None:
+    from common import tracing
+
+    tracing.start("worker")
 
 
 @worker_ready.connect
