@@ -35,6 +35,13 @@ def when_ready(server: Any) -> None:
     key_ring()
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    # Each worker exports its own spans from its own thread, which must start after the fork.
+    from common import tracing
+
+    tracing.start("web")
+
+
 def child_exit(server: Any, worker: Any) -> None:
     # A dead worker's live gauges must not linger in the shared Prometheus directory.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

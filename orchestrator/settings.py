@@ -31,3 +31,7 @@ ADMISSION_CACHE_S = env.float("ADMISSION_CACHE_S", default=0.5)
 # (failed ones wait for an operator and are kept); until then they are found by order id.
 SAGA_RETENTION_HOURS = env.float("SAGA_RETENTION_HOURS", default=72.0)
 HOUSEKEEPING_PRUNERS = {"sagas": "orchestrator.sagas.services.saga_prune"}
+# The saga admin page links to the saga's trace: this URL with {saga_id} filled in (every
+# span of a saga carries cafe.saga.id). Empty: no link. For Jaeger, its search by that tag:
+# http://127.0.0.1:16686/search?service=orchestrator&tags=%7B%22cafe.saga.id%22%3A%22{saga_id}%22%7D
+TRACE_UI_URL = env.str("TRACE_UI_URL", default="")

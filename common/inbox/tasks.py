@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
+from common import tracing
 from common.idempotency.services import idempotency_prune
 from common.inbox.handlers import service_handlers
 from common.inbox.models import DeadLetter
@@ -118,6 +119,12 @@ def _handle_or_park(raw: str, *, task_id: str, retries: int) -> Outcome:
         envelope, payload = decode(raw)
     except InvalidMessage as exc:
         return _park(raw, reason=exc.reason, error=exc.detail, message_id=task_id)
+    # Only an authentic envelope's trace context is believed: decode checked its signature.
+    with tracing.consuming(envelope):
+        return _dispatch(raw, envelope, payload, retries=retries)
+
+
+def _dispatch(raw: str, envelope: Envelope, payload: Any, *, retries: int) -> Outcome:
     handler = service_handlers().get(envelope.type)
     if handler is None:
         return _park(

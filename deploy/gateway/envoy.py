@@ -313,10 +313,35 @@ def _operator_filters(limit: policy.RateLimit) -> list[dict[str, Any]]:
     ]
 
 
+TRACE_CLUSTER = "otlp_collector"
+
+
+def _tracing(tracing: policy.Tracing) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer: a span per request, its context passed on upstream as
+    ``traceparent`` (the services' spans are its children), exported over OTLP/HTTP."""
+    return {
+        "random_sampling": {"value": tracing.sampling_percent},
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "http_service": {
+                    "http_uri": {"uri": tracing.url, "cluster": TRACE_CLUSTER, "timeout": "2s"}
+                },
+                "service_name": tracing.service_name,
+            },
+        },
+    }
+
+
 def _connection_manager(
-    name: str, routes: list[Route], http_filters: list[dict[str, Any]]
+    name: str,
+    routes: list[Route],
+    http_filters: list[dict[str, Any]],
+    tracing: policy.Tracing | None = None,
 ) -> dict[str, Any]:
     return {
+        **({"tracing": _tracing(tracing)} if tracing else {}),
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
         "codec_type": "AUTO",
@@ -403,6 +428,7 @@ def render(
     rate_limit: policy.RateLimit | None = None,
     identity: policy.Identity | None = None,
     caller_limits: tuple[policy.CallerLimit, ...] | None = None,
+    tracing: policy.Tracing | None = None,
 ) -> dict[str, Any]:
     """Envoy bootstrap: the public and the operator listener, each routing by path prefix the
     routes the table gives it, and one cluster per upstream.
@@ -410,7 +436,7 @@ def render(
     Routes whose upstream is not given are left out (they answer 404). The admin listener,
     with the Prometheus stats and the runtime it can change, is a separate address that is
     never routed to; keep it on loopback. Settings not given come from the environment
-    (policy's ``from_env``).
+    (policy's ``from_env``), but tracing: only on when ``tracing`` is given.
     """
     limit = rate_limit or policy.RateLimit.from_env()
     identity = identity or policy.Identity.from_env()
@@ -424,6 +450,8 @@ def render(
     public = routes_of(Listener.PUBLIC, upstreams)
     operator = routes_of(Listener.OPERATOR, upstreams)
     clusters = [_cluster(name, host, port) for name, (host, port) in upstreams.items()]
+    if tracing:
+        clusters.append(_cluster(TRACE_CLUSTER, *tracing.host_port))
     return {
         "admin": {"address": _address(*admin)},
         "static_resources": {
@@ -431,12 +459,14 @@ def render(
                 _listener(
                     "gateway",
                     listen,
-                    _connection_manager("gateway", public, _public_filters(limit, access, public)),
+                    _connection_manager(
+                        "gateway", public, _public_filters(limit, access, public), tracing
+                    ),
                 ),
                 _listener(
                     "operator",
                     operator_listen,
-                    _connection_manager("operator", operator, _operator_filters(limit)),
+                    _connection_manager("operator", operator, _operator_filters(limit), tracing),
                 ),
             ],
             "clusters": [*clusters, *([extra_cluster] if extra_cluster else [])],

@@ -10,6 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from urllib.parse import urlsplit
+
+from common.tracing import config as tracing_config
 
 # Django refuses larger bodies too (DATA_UPLOAD_MAX_MEMORY_SIZE); the gateway says so before
 # the body ever reaches a web worker.
@@ -249,3 +252,31 @@ GATEWAY_PROBLEMS: tuple[Problem, ...] = (
         504, "Gateway Timeout", "gateway_timeout", "The upstream service did not answer in time."
     ),
 )
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Where the gateway sends its spans (OTLP/HTTP) and how many new traces it starts: the
+    same standard ``OTEL_*`` settings the services read (``common.tracing.config``)."""
+
+    url: str  # the OTLP/HTTP traces endpoint, …/v1/traces
+    sampling_percent: float = 100.0
+    service_name: str = "gateway"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parsed = urlsplit(self.url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValueError(f"the gateway exports spans over plain http, not {self.url!r}")
+        return parsed.hostname, parsed.port or 80
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Tracing | None:
+        """None when tracing is off (no endpoint, or the SDK disabled)."""
+        if not tracing_config.wanted(environ):
+            return None
+        tracing_config.check_protocol(environ)
+        return cls(
+            url=tracing_config.traces_url(environ),
+            sampling_percent=tracing_config.sampling_percent(environ),
+        )

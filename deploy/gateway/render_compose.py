@@ -22,6 +22,10 @@ from deploy.generated import generator_main
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_CONFIG = ROOT / "deploy" / "envoy" / "envoy.compose.yaml"
+# The same, with Envoy's OpenTelemetry tracer sending to the `tracing` profile's Jaeger
+# (GATEWAY_ENVOY_CONFIG=envoy.compose.tracing.yaml selects it).
+ENVOY_TRACING_CONFIG = ROOT / "deploy" / "envoy" / "envoy.compose.tracing.yaml"
+JAEGER_OTLP = "http://jaeger:4318/v1/traces"
 NGINX_CONFIG = ROOT / "deploy" / "nginx" / "nginx.compose.conf"
 
 # Inside the containers; compose publishes both listeners on the host's loopback only.
@@ -57,15 +61,20 @@ def files() -> dict[Path, str]:
     # The defaults, not the environment of whoever runs this: the files are committed. The
     # JWKS comes from the customer upstream, customer-web:8000.
     limit = policy.RateLimit()
-    envoy_config = envoy.render(
-        listen=LISTEN,
-        operator_listen=OPERATOR_LISTEN,
-        admin=ENVOY_ADMIN,
-        upstreams=upstreams(),
-        rate_limit=limit,
-        identity=policy.Identity(),
-        caller_limits=policy.CALLER_LIMITS,
-    )
+
+    def envoy_config(tracing: policy.Tracing | None = None) -> str:
+        rendered = envoy.render(
+            listen=LISTEN,
+            operator_listen=OPERATOR_LISTEN,
+            admin=ENVOY_ADMIN,
+            upstreams=upstreams(),
+            rate_limit=limit,
+            identity=policy.Identity(),
+            caller_limits=policy.CALLER_LIMITS,
+            tracing=tracing,
+        )
+        return ENVOY_HEADER + json.dumps(rendered, indent=2) + "\n"
+
     nginx_config = nginx.render(
         listen=LISTEN,
         operator_listen=OPERATOR_LISTEN,
@@ -76,7 +85,8 @@ def files() -> dict[Path, str]:
         caller_limits=policy.CALLER_LIMITS,
     )
     return {
-        ENVOY_CONFIG: ENVOY_HEADER + json.dumps(envoy_config, indent=2) + "\n",
+        ENVOY_CONFIG: envoy_config(),
+        ENVOY_TRACING_CONFIG: envoy_config(policy.Tracing(url=JAEGER_OTLP)),
         NGINX_CONFIG: nginx_config,
     }
 

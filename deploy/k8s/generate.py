@@ -48,6 +48,10 @@ CONFIG_DEFAULTS: Mapping[str, str] = {
     "TOKEN_ISSUER": "http://localhost:8080/customer",
     "OIDC_JWKS_URL": f"http://customer-web:{manifests.WEB_PORT}/customer/.well-known/jwks.json",
     # The root filesystem is read-only; the image's HOME (/app) is too.
+    # Traces (README, "Traces"): off until an overlay names the collector, e.g.
+    # http://jaeger-collector.observability:4318 (the mesh's TRACING_PROVIDER sends there too).
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "HOME": "/tmp",  # noqa: S108 — an emptyDir of the pod's own
 }
 
@@ -108,7 +112,9 @@ def files() -> dict[str, str]:
     """Every generated file of the base, by name."""
     out = {f"{s}.yaml": to_yaml(service_objects(s)) for s in SERVICES}
     out["flower.yaml"] = to_yaml(manifests.flower())
-    out["mesh.yaml"] = to_yaml([mesh.gateway(), mesh.virtual_service(), mesh.peer_authentication()])
+    out["mesh.yaml"] = to_yaml(
+        [mesh.gateway(), mesh.virtual_service(), mesh.peer_authentication(), mesh.telemetry()]
+    )
     out["kustomization.yaml"] = HEADER + dump(kustomization(list(out)))
     return out
 

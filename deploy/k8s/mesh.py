@@ -130,6 +130,26 @@ def peer_authentication() -> Obj:
     }
 
 
+# The mesh's OpenTelemetry provider, declared in the mesh config (meshConfig.extensionProviders,
+# README "Traces"): the collector the services' OTEL_EXPORTER_OTLP_ENDPOINT names too.
+TRACING_PROVIDER = "cafe-otlp"
+
+
+def telemetry() -> Obj:
+    """Istio's sidecars and ingress gateway trace to the same collector as the services: the
+    ingress span is each request's root, and the apps' spans (parent-based) follow its decision."""
+    return {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": {"name": "cafe-tracing"},
+        "spec": {
+            "tracing": [
+                {"providers": [{"name": TRACING_PROVIDER}], "randomSamplingPercentage": 100.0}
+            ]
+        },
+    }
+
+
 def scaled_object(service: str) -> Obj:
     name = f"{service}-worker"
     return {

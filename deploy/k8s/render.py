@@ -29,6 +29,7 @@ CUSTOM_KINDS = {
     "DestinationRule": "destinationrule",
     "PeerAuthentication": "peerauthentication",
     "ScaledObject": "scaledobject",
+    "Telemetry": "telemetry",
 }
 
 

@@ -123,6 +123,7 @@ def write_gateway_config(stack: Stack) -> Path:
         rate_limit=limit,
         identity=policy.Identity.from_env(settings),
         caller_limits=caller_limits,
+        tracing=policy.Tracing.from_env(settings),
     )
     path.write_text(json.dumps(rendered, indent=2))
     return path
@@ -259,7 +260,8 @@ def up(stack: Stack, *, detach: bool) -> None:
             env={**os.environ, **stack.env},
             check=True,
         )
-    wait_ready(stack)
+    # A loaded machine may need longer (STACK_READY_TIMEOUT_S) to start fifteen processes.
+    wait_ready(stack, float(os.environ.get("STACK_READY_TIMEOUT_S", "120")))
     print_urls(stack)
     if detach:
         log(f"running in the background; stop with: make down  (STACK_DIR={stack.dir})")

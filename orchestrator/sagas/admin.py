@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
@@ -81,6 +82,7 @@ class SagaAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
         "timeline",
+        "trace",
         "data",
     )
     readonly_fields = fields
@@ -94,6 +96,14 @@ class SagaAdmin(ReadOnlyAdmin):
     def current(self, saga: Saga) -> str:
         steps = definition_of(saga).steps
         return steps[saga.current_step].name if saga.current_step < len(steps) else "—"
+
+    @admin.display(description="trace")
+    def trace(self, saga: Saga) -> SafeString | str:
+        """A link to the saga's trace in the tracing UI (TRACE_UI_URL), when there is one."""
+        if not settings.TRACE_UI_URL:
+            return "—"
+        url = settings.TRACE_UI_URL.replace("{saga_id}", str(saga.id))
+        return format_html('<a href="{}" target="_blank" rel="noopener">open trace</a>', url)
 
     @admin.display(description="timeline")
     def timeline(self, saga: Saga) -> SafeString:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from common import clock
+from common import clock, tracing
 from common.api.errors import BusinessError, NotFoundError
 from common.auth.principal import Principal
 from common.messaging.contract import Reply, reply_type
@@ -130,19 +131,35 @@ def _apply(
         saga.deadline = None  # no more automatic tries; an operator decides
     for row in history:
         row.update(saga_id=saga.id, at=row.get("at") or now)
-    outbox_put(
-        *commands,
-        also=[
-            Also(
-                "saga",
-                SAVE_SAGA,
-                [_json({f.attname: getattr(saga, f.attname) for f in SAGA_FIELDS})],
-            ),
-            Also("history", SAVE_HISTORY, [_json(history)]),
-        ],
-    )
+    with _traced_transition(saga):
+        outbox_put(
+            *commands,
+            also=[
+                Also(
+                    "saga",
+                    SAVE_SAGA,
+                    [_json({f.attname: getattr(saga, f.attname) for f in SAGA_FIELDS})],
+                ),
+                Also("history", SAVE_HISTORY, [_json(history)]),
+            ],
+        )
     if saga.state != was:
         metrics.transition(saga, was)
+
+
+def _traced_transition(saga: Saga) -> AbstractContextManager[Any]:
+    """The transition's span (the commands it sends are its children), when tracing is on."""
+    if not tracing.ACTIVE:
+        return nullcontext()
+    return tracing.step(
+        "saga transition",
+        {
+            "cafe.saga.id": str(saga.id),
+            "cafe.saga.type": saga.type,
+            "cafe.saga.state": saga.state,
+            "cafe.saga.step": str(saga.current_step),
+        },
+    )
 
 
 SAGA_FIELDS = Saga._meta.concrete_fields

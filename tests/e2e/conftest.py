@@ -21,6 +21,8 @@ import psycopg
 import pytest
 import redis
 
+from tests.tracing.otlp import Receiver, receiving
+
 if TYPE_CHECKING:
     from tests.e2e.gateways import Running
 
@@ -30,6 +32,8 @@ PORT_BASE = int(os.environ.get("E2E_PORT_BASE", "18000"))
 REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/1")
 PG_DSN = os.environ.get("E2E_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DB_PREFIX = os.environ.get("E2E_DB_PREFIX", "e2e_")
+# The stack's OpenTelemetry collector: the test's own OTLP/HTTP receiver.
+OTLP_PORT = PORT_BASE + 77
 STACK_DIR = ROOT / "var" / ("e2e" if DB_PREFIX == "e2e_" else f"{DB_PREFIX}stack")
 
 
@@ -74,9 +78,21 @@ def _fresh_databases() -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def otlp() -> Iterator[Receiver]:
+    """Every span the stack exports, over OTLP/HTTP, as Jaeger would receive them."""
+    with receiving(OTLP_PORT) as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def stack(otlp: Receiver) -> Iterator[Stack]:
     env = {
         **os.environ,
+        # Traced like a stack with Jaeger: every process exports to the test's receiver, in
+        # batches sent 0.2 s apart so a test need not wait long for them.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
         # A local development stack (common/settings/production.py), like `make up`.
         "CAFE_ENV": "development",
         "STACK_DIR": str(STACK_DIR),

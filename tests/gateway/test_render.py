@@ -389,3 +389,38 @@ def test_gateways_and_services_accept_the_same_request_ids(tmp_path: Path) -> No
     assert f'"~^{policy.REQUEST_ID_PATTERN}$" $http_x_request_id;' in nginx_config(tmp_path)
     [lua] = [f for f in http_filters(envoy_config()) if f["name"] == "envoy.filters.http.lua"]
     assert "^[A-Za-z0-9._%-]+$" in lua["typed_config"]["default_source_code"]["inline_string"]
+
+
+def test_envoy_traces_only_when_the_otel_environment_names_a_collector() -> None:
+    def managers(config: dict) -> list[dict]:
+        return [
+            listener["filter_chains"][0]["filters"][0]["typed_config"]
+            for listener in config["static_resources"]["listeners"]
+        ]
+
+    assert policy.Tracing.from_env({}) is None
+    assert all("tracing" not in m for m in managers(envoy_config()))
+    tracing = policy.Tracing.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.5",
+        }
+    )
+    assert tracing is not None
+    config = envoy.render(
+        listen=("127.0.0.1", 8000),
+        operator_listen=("127.0.0.1", 8100),
+        admin=("127.0.0.1", 9901),
+        upstreams=UPSTREAMS,
+        tracing=tracing,
+    )
+    for manager in managers(config):
+        assert manager["tracing"]["random_sampling"] == {"value": 50.0}
+        exporter = manager["tracing"]["provider"]["typed_config"]["http_service"]["http_uri"]
+        assert exporter["uri"] == "http://127.0.0.1:4318/v1/traces"
+    collector = next(
+        c for c in config["static_resources"]["clusters"] if c["name"] == exporter["cluster"]
+    )
+    endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 4318}

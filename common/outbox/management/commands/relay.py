@@ -10,6 +10,7 @@ from typing import Any
 from celery import current_app
 from django.core.management.base import BaseCommand, CommandParser
 
+from common import tracing
 from common.messaging.transport import Publisher
 from common.outbox.relay import Relay, run_relay
 
@@ -31,5 +32,6 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        tracing.start("relay")
         relay = Relay(Publisher(current_app), batch_size=batch_size)
         run_relay(relay, stop=stop, poll_interval_s=poll_interval)

@@ -1,0 +1,74 @@
+"""The spans this project makes itself, around the outbox, the relay, the consumer and the
+saga. Imported only when tracing is on (``common.tracing``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from common.messaging.envelope import Envelope
+
+_tracer = trace.get_tracer("cafe")
+_w3c = TraceContextTextMapPropagator()
+
+
+@contextmanager
+def producing(types: list[str]) -> Iterator[Mapping[str, str]]:
+    name = f"{types[0]} create" if len(set(types)) == 1 else "outbox create"
+    with _tracer.start_as_current_span(name, kind=SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.operation.type", "create")
+        span.set_attribute("messaging.batch.message_count", len(types))
+        carrier: dict[str, str] = {}
+        _w3c.inject(carrier)
+        yield carrier
+
+
+@contextmanager
+def consuming(envelope: Envelope) -> Iterator[None]:
+    parent = _w3c.extract(envelope.headers)
+    attributes = {
+        "messaging.system": "celery",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": envelope.destination or "",
+        "messaging.message.id": str(envelope.id),
+        "cafe.message.type": envelope.type,
+        "cafe.message.source": envelope.source,
+    }
+    if envelope.correlation.saga_id is not None:
+        attributes["cafe.saga.id"] = str(envelope.correlation.saga_id)
+    with _tracer.start_as_current_span(
+        f"{envelope.type} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    ):
+        yield
+
+
+@contextmanager
+def relaying(traceparents: Iterable[str | None]) -> Iterator[None]:
+    rows = list(traceparents)
+    links = []
+    for traceparent in rows:
+        if traceparent:
+            context = trace.get_current_span(_w3c.extract({"traceparent": traceparent}))
+            if context.get_span_context().is_valid:
+                links.append(Link(context.get_span_context()))
+    # A batch is its own trace (it serves many), linked to each message's.
+    with _tracer.start_as_current_span(
+        "outbox publish",
+        context=trace.set_span_in_context(trace.INVALID_SPAN),
+        kind=SpanKind.PRODUCER,
+        links=links,
+        attributes={"messaging.operation.type": "send", "messaging.batch.message_count": len(rows)},
+    ):
+        yield
+
+
+@contextmanager
+def internal(name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+    with _tracer.start_as_current_span(name, attributes=dict(attributes)):
+        yield
