@@ -261,7 +261,8 @@ def up(stack: Stack, *, detach: bool) -> None:
             env={**os.environ, **stack.env},
             check=True,
         )
-    wait_ready(stack)
+    # A busy machine (CI, or several stacks at once) may take longer than the default.
+    wait_ready(stack, float(os.environ.get("STACK_READY_TIMEOUT_S", "120")))
     print_urls(stack)
     if detach:
         log(f"running in the background; stop with: make down  (STACK_DIR={stack.dir})")
