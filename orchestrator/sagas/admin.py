@@ -51,7 +51,7 @@ class SagaAdmin(ReadOnlyAdmin):
     # Narrow columns, so the times show at 1400 px; the full ids are on each saga's page.
     list_display = (
         "short_id",
-        "type",
+        "kind",
         "state_badge",
         "reason",
         "step",
@@ -85,6 +85,10 @@ class SagaAdmin(ReadOnlyAdmin):
     @admin.display(description="saga", ordering="id")
     def short_id(self, saga: Saga) -> str:
         return str(saga.id)[:8]
+
+    @admin.display(description="type", ordering="type")
+    def kind(self, saga: Saga) -> str:
+        return saga.type  # "place_order", not its two-line label
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, saga: Saga) -> SafeString:
