@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,3 +46,26 @@ class AgeFilter(admin.SimpleListFilter):
         if span is None:
             return queryset
         return queryset.filter(**{f"{self.field}__lt": timezone.now() - span})
+
+
+def seconds(moment: datetime | None) -> str:
+    """A time as operators compare them: UTC, to the second (Django's default drops seconds)."""
+    return timezone.localtime(moment, UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+
+
+# Where each service's admin shows one of its records, on the same operator listener.
+RECORD_PAGES = {
+    "order": "/order/admin/orders/order/{}/change/",
+    "customer": "/customer/admin/customers/customer/{}/change/",
+    "account": "/account/admin/accounts/account/{}/change/",
+}
+
+
+def record_link(service: str, record_id: object, *, text: str | None = None) -> SafeString:
+    """A link to a record in another service's admin (the gateway serves every admin), so an
+    operator follows a saga's order or customer without copying ids."""
+    if record_id is None:
+        return format_html("{}", "—")
+    return format_html(
+        '<a href="{}">{}</a>', RECORD_PAGES[service].format(record_id), text or str(record_id)
+    )

@@ -23,6 +23,10 @@ def service_urlpatterns(api_urls: str) -> list[URLPattern | URLResolver]:
     service = settings.SERVICE_NAME
     admin.site.site_header = f"{service} service administration"
     admin.site.site_title = f"{service} admin"
+    # No "View site": a service has no site of its own (its root is a JSON 404).
+    admin.site.site_url = None
+    # The models' list pages need the width (a saga's times show at 1400 px without it).
+    admin.site.enable_nav_sidebar = False
     return [
         path("api/v1/", include(api_urls)),
         path(f"{service}/admin/", admin.site.urls),

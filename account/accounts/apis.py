@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,9 +41,12 @@ class AccountDetailApi(APIView):
 
 
 class DepositApi(APIView):
+    # Named after the operation: every API's "InputSerializer" would be one component.
+    @extend_schema_serializer(component_name="Deposit")
     class InputSerializer(serializers.Serializer[None]):
         amount = serializers.IntegerField(min_value=1, max_value=MAX_DEPOSIT)
 
+    @extend_schema_serializer(component_name="DepositMade")
     class OutputSerializer(serializers.Serializer[dict[str, object]]):
         entry_id = serializers.IntegerField()
         customer_id = serializers.UUIDField()

@@ -6,7 +6,12 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
@@ -20,6 +25,27 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     ),
 )
 
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": (
+            "A 400's errors by field: a list of messages, or, for a list of objects such as "
+            "`items`, each failing entry's own field errors keyed by its index."
+        ),
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "object", "additionalProperties": {"type": "object"}},
+            ]
+        },
+        "example": {"customer_id": ["Must be a valid UUID."]},
+    }
+)
+class FieldErrors(serializers.JSONField):
+    """The ``errors`` member of a validation problem (DRF's ``ValidationError.detail``)."""
+
+
 Problem = inline_serializer(
     name="Problem",
     fields={
@@ -29,7 +55,7 @@ Problem = inline_serializer(
         "detail": serializers.CharField(),
         "code": serializers.CharField(),
         "instance": serializers.CharField(required=False),
-        "errors": serializers.DictField(required=False),
+        "errors": FieldErrors(required=False),
     },
 )
 

@@ -136,7 +136,8 @@ def dead_letter_record(
 def dead_letter_retry(*, ids: list[int]) -> int:
     """Hand dead letters back to this service's own queue through the outbox (after a fix).
 
-    Only letters whose body is a valid message can be retried; returns how many were.
+    Only letters whose body is a valid message can be retried (``dead_letter_refusal`` says
+    why another cannot); returns how many were.
     """
     retried = 0
     with transaction.atomic():
@@ -152,6 +153,17 @@ def dead_letter_retry(*, ids: list[int]) -> int:
             letter.save(update_fields=["retried_at"])
             retried += 1
     return retried
+
+
+def dead_letter_refusal(letter: DeadLetter) -> str | None:
+    """Why ``dead_letter_retry`` would not hand this letter back, or None if it would."""
+    if letter.retried_at is not None:
+        return f"it was handed back already, at {letter.retried_at:%Y-%m-%d %H:%M:%S}"
+    try:
+        decode(letter.raw_body)
+    except InvalidMessage as exc:
+        return f"its body is no message this service accepts ({exc.reason}: {exc.detail[:200]})"
+    return None
 
 
 def inbox_prune(*, batch_size: int | None = None) -> int:

@@ -33,7 +33,7 @@ from common.inbox.services import (
     inbox_prune,
 )
 from common.messaging.envelope import Envelope, InvalidMessage, decode
-from common.messaging.transport import CONSUME_TASK
+from common.messaging.transport import CONSUME_TASK, names_of
 from common.outbox.services import outbox_prune
 
 # Retry delays stay far below the broker's visibility timeout (see common.messaging.celery).
@@ -95,11 +95,33 @@ def _give_back(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], outcom
     the envelopes would be gone."""
     countdown = _retry_delay(min(task.request.retries, 6))
     try:
-        raise task.retry(args=args, kwargs=kwargs, exc=outcome.error, countdown=countdown)
+        raise task.retry(
+            args=args,
+            kwargs=kwargs,
+            exc=outcome.error,
+            countdown=countdown,
+            argsrepr=_names(args),  # type: ignore[call-arg]  # retry passes options on; the stubs lack them
+        )
     except Reject as refused:
         cause = refused.args[0] if refused.args else refused
         logger.warning("could not publish a retry (%r); requeueing the message", cause)
         raise Reject(cause, requeue=True) from outcome.error
+
+
+def _names(args: tuple[Any, ...]) -> str:
+    """The retry's argsrepr, as the relay writes it: each envelope's type and id, so Flower
+    finds every envelope given back (a body that is no envelope is named by what it is)."""
+    named = []
+    for arg in args:
+        try:
+            document = json.loads(arg) if isinstance(arg, str) else None
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            named.append((str(document.get("type")), document.get("id")))
+        else:
+            named.append(("not-an-envelope", type(arg).__name__))
+    return names_of(named)
 
 
 def consume_one(raw: str, *, task_id: str, retries: int) -> Outcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,23 @@ def mark_ready() -> None:
     if marker:
         Path(marker).parent.mkdir(parents=True, exist_ok=True)
         Path(marker).touch()
+
+
+class QuietRoutineTasks(logging.Filter):
+    """Drops the worker's "received"/"succeeded" lines and beat's "Sending due task" line of
+    routine periodic tasks (the saga sweep runs every second), unless a run returned something
+    other than 0: a sweep that moved sagas is still logged, as is every failure."""
+
+    def __init__(self, tasks: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):  # the worker's lines carry the task's name and outcome
+            name, returned = data.get("name"), data.get("return_value", "0")
+            return name not in self.tasks or returned not in {"0", "None"}
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.name == "celery.beat" and args[-1:] and args[-1] in self.tasks)

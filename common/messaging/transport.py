@@ -12,7 +12,7 @@ import base64
 import json
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -29,6 +29,12 @@ ENVELOPES_PER_TASK: Final = 20
 # Replies of Redis that say the broker as a whole cannot take writes now, whatever is sent:
 # out of memory under ``noeviction``, a read-only replica, a failed disk, still loading.
 BROKER_WIDE_REFUSALS: Final = ("OOM", "READONLY", "MISCONF", "LOADING", "MASTERDOWN", "BUSY")
+
+
+def names_of(envelopes: Iterable[tuple[str, object]]) -> str:
+    """A task message's argsrepr: every envelope's type and id, which is what Flower shows and
+    searches (Celery's own repr of the arguments is cut at 1 KiB, inside the first envelope)."""
+    return " ".join(f"<{type_name} {message_id}>" for type_name, message_id in envelopes)
 
 
 class BrokerUnavailable(Exception):
@@ -88,7 +94,7 @@ class Publisher:
             **self._headers,
             "id": first.message_id,
             "root_id": first.message_id,
-            "argsrepr": " ".join(f"<{m.type} {m.message_id}>" for m in messages),
+            "argsrepr": names_of((m.type, m.message_id) for m in messages),
         }
         return kombu_redis_payload(
             body=json.dumps([[m.envelope_json for m in messages], {}, self._embed]),

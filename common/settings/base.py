@@ -307,7 +307,14 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
                     "static_fields": {"service": service},
                 }
             },
-            "filters": {"request_id": {"()": "common.api.request_id.RequestIdFilter"}},
+            "filters": {
+                "request_id": {"()": "common.api.request_id.RequestIdFilter"},
+                # The per-second saga sweep would be half of every streamed log line.
+                "routine_tasks": {
+                    "()": "common.messaging.celery.QuietRoutineTasks",
+                    "tasks": env.list("LOG_QUIET_TASKS", default=["sagas.sweep"]),
+                },
+            },
             "handlers": {
                 "console": {
                     "class": "logging.StreamHandler",
@@ -320,6 +327,10 @@ def service_settings(service: str, *, apps: list[str], handlers: str) -> dict[st
                 "django.db.backends": {"level": "WARNING"},
                 # It announces its configuration at every process start.
                 "axes": {"level": "WARNING"},
+                **{
+                    name: {"filters": ["routine_tasks"]}
+                    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+                },
             },
         },
         "PROMETHEUS_EXPORT_MIGRATIONS": False,

@@ -79,3 +79,13 @@ def test_an_error_nobody_foresaw_gives_the_envelope_back(monkeypatch: pytest.Mon
 
     assert fate(wire(debit_command(uuid.uuid4(), 1))) is Fate.GIVEN_BACK
     assert not DeadLetter.objects.exists()
+
+
+def test_a_given_back_retry_names_every_envelope_it_carries_for_flower() -> None:
+    first, second = debit_command(uuid.uuid4(), 1), debit_command(uuid.uuid4(), 2)
+
+    named = tasks._names((wire(first), wire(second), "{not json"))
+
+    assert named == (
+        f"<account.debit {first.id}> <account.debit {second.id}> <not-an-envelope str>"
+    )

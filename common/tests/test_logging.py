@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from common.api.request_id import RequestIdFilter
+from common.messaging.celery import QuietRoutineTasks
 from common.messaging.envelope import caused_by
 
 
@@ -57,3 +58,29 @@ def test_a_forged_message_stays_inside_its_field() -> None:
         "gw-12345678",
         "WARNING",
     )
+
+
+def _celery_record(logger: str, msg: str, args: object, **data: object) -> logging.LogRecord:
+    record = logging.LogRecord(logger, logging.INFO, __file__, 1, msg, args, None)  # type: ignore[arg-type]
+    if data:
+        record.data = data
+    return record
+
+
+def test_the_per_second_sweep_is_not_logged_unless_it_moved_sagas() -> None:
+    quiet = next(
+        f for f in logging.getLogger("celery.app.trace").filters if isinstance(f, QuietRoutineTasks)
+    )
+    worker = "celery.app.trace"
+
+    assert not quiet.filter(
+        _celery_record(worker, "ok", None, name="sagas.sweep", return_value="0")
+    )
+    assert quiet.filter(_celery_record(worker, "ok", None, name="sagas.sweep", return_value="3"))
+    assert quiet.filter(_celery_record(worker, "ok", None, name="inbox.consume", return_value="0"))
+    beat = "Scheduler: Sending due task %s (%s)"
+    assert not quiet.filter(_celery_record("celery.beat", beat, ("sweep-sagas", "sagas.sweep")))
+    assert quiet.filter(_celery_record("celery.beat", beat, ("prune", "housekeeping.prune")))
+    failed = _celery_record(worker, "boom", None, name="sagas.sweep")
+    failed.levelno = logging.ERROR
+    assert quiet.filter(failed)

@@ -2,24 +2,29 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.admin import ReadOnlyAdmin, seconds
 from common.auth.principal import Principal
 from customer.customers.models import Customer
 from customer.customers.services import customer_block, customer_unblock
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
-    list_display = ("name", "email", "status", "created_at")
+class CustomerAdmin(ReadOnlyAdmin):
+    """Read-only: a customer changes through the use-cases (block, unblock) and is never deleted
+    here, which would orphan its account and orders in the other services."""
+
+    list_display = ("name", "email", "status", "created")
     list_filter = ("status", "created_at")
     search_fields = ("name", "email", "id")
     date_hierarchy = "created_at"
+    ordering = ("-created_at",)
     readonly_fields = ("id", "name", "email", "status", "created_at", "updated_at")
     exclude = ("password",)
     actions = ["block", "unblock"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Registration goes through the use-case (and, later, its outbox event), not a bare form.
-        return False
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, customer: Customer) -> str:
+        return seconds(customer.created_at)
 
     @admin.action(description="Block selected customers")
     def block(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:

@@ -221,7 +221,8 @@ def print_urls(stack: Stack) -> None:
 
 
 def follow_logs(stack: Stack, names: list[str]) -> Iterator[str]:
-    """Yield new lines of every program's log, prefixed with the program's name."""
+    """Yield new lines of every program's log, prefixed with the program's name, until the
+    stack stops (``make down`` from another shell): then the last lines, and the end."""
     width = max(len(n) for n in names)
     handles = {}
     for name in names:
@@ -231,11 +232,15 @@ def follow_logs(stack: Stack, names: list[str]) -> Iterator[str]:
         handle.seek(0, os.SEEK_END)
         handles[name] = handle
     while True:
+        # Read before looking: what the processes wrote as they stopped is still shown.
+        stopped = not stack.socket.exists()
         quiet = True
         for name, handle in handles.items():
             for line in handle.readlines():
                 quiet = False
                 yield f"{name:<{width}} | {line.rstrip()}"
+        if stopped:
+            return
         if quiet:
             time.sleep(0.2)
 
@@ -270,6 +275,7 @@ def up(stack: Stack, *, detach: bool) -> None:
     try:
         for line in follow_logs(stack, [p.name for p in progs]):
             print(line, flush=True)
+        log("the stack was stopped (make down)")
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         down(stack)

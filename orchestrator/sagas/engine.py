@@ -112,6 +112,9 @@ class State:
     attempt: int
     data: Mapping[str, Any]
     steps: tuple[StepState, ...]
+    # Each step's forward sends, all told (an operator's retry goes on counting; its
+    # compensation's sends are not among them). ``attempt`` is what the policy counts: the
+    # current command's sends since it started or an operator last acted.
     attempts: tuple[int, ...]
     reason: str | None = None
 
@@ -180,9 +183,21 @@ def _send(step: Step, state: State, policy: Policy, *, compensation: bool) -> Se
         payload = step.compensation.build({**state.data, "reason": state.reason})
     else:
         command, payload = step.command, step.build(state.data)
+    # A forward command is numbered as the step's send it is, so the history, the step's
+    # ``attempts`` and the saga's list agree after an operator's retry too.
     return Send(
-        step.name, command, payload, state.attempt, compensation, policy.deadline_in(state.attempt)
+        step.name,
+        command,
+        payload,
+        _number(state, compensation=compensation),
+        compensation,
+        policy.deadline_in(state.attempt),
     )
+
+
+def _number(state: State, *, compensation: bool) -> int:
+    """The current command's send as the history numbers it (see ``State.attempts``)."""
+    return state.attempt if compensation else state.attempts[state.current]
 
 
 MAY_HAVE_EFFECT = frozenset({StepState.SUCCEEDED, StepState.TIMED_OUT})
@@ -208,7 +223,7 @@ def _compensate_from(
             nxt = replace(
                 state, status=Status.COMPENSATING, phase=Phase.COMPENSATE, current=k, attempt=1
             )
-            nxt = nxt.with_step(k, StepState.COMPENSATING, count_attempt=True)
+            nxt = nxt.with_step(k, StepState.COMPENSATING)
             return nxt, [_send(step, nxt, policy, compensation=True)]
     done = replace(state, status=Status.REJECTED, phase=Phase.DONE, current=0, attempt=0)
     return done, [Note("rejected", None, {"reason": state.reason})]
@@ -262,14 +277,16 @@ def on_timeout(definition: SagaDefinition, state: State, policy: Policy) -> Outc
     if not persistent and state.attempt >= policy.max_attempts:
         timed_out = replace(state, reason="timeout").with_step(state.current, StepState.TIMED_OUT)
         outcome, actions = _compensate_from(definition, timed_out, state.current, policy)
-        return outcome, [Note("timeout", step.name, {"attempts": state.attempt}), *actions]
+        sent = _number(state, compensation=False)
+        return outcome, [Note("timeout", step.name, {"attempts": sent}), *actions]
     if persistent and state.attempt >= policy.fail_after:
         failed = replace(state, status=Status.FAILED)
-        return failed, [Note("needs_operator", step.name, {"attempts": state.attempt})]
+        sent = _number(state, compensation=compensating)
+        return failed, [Note("needs_operator", step.name, {"attempts": sent})]
     nxt = replace(state, attempt=state.attempt + 1)
-    nxt = nxt.with_step(state.current, state.steps[state.current], count_attempt=True)
+    nxt = nxt.with_step(state.current, state.steps[state.current], count_attempt=not compensating)
     return nxt, [
-        Note("timeout", step.name, {"attempt": state.attempt}),
+        Note("timeout", step.name, {"attempt": _number(state, compensation=compensating)}),
         _send(step, nxt, policy, compensation=compensating),
     ]
 
@@ -282,13 +299,14 @@ class NotApplicable(ValueError):
 
 
 def operator_retry(definition: SagaDefinition, state: State, policy: Policy) -> Outcome:
-    """Send the current step (or compensation) again now, with a fresh count of attempts."""
+    """Send the current step (or compensation) again now; the policy counts its tries afresh
+    (the history goes on numbering a forward step's sends)."""
     if state.status in TERMINAL:
         raise NotApplicable("the saga has ended")
     compensating = state.phase is Phase.COMPENSATE
     status = Status.COMPENSATING if compensating else Status.RUNNING
     nxt = replace(state, status=status, attempt=1).with_step(
-        state.current, state.steps[state.current], count_attempt=True
+        state.current, state.steps[state.current], count_attempt=not compensating
     )
     step = definition.steps[state.current]
     return nxt, [

@@ -107,7 +107,7 @@ def test_after_the_pivot_a_step_is_retried_until_it_succeeds_never_compensated()
     assert "needs_operator" in saga.notes
 
     saga.operator("retry")
-    assert (saga.status, saga.last.command, saga.last.attempt) == ("running", "order.approve", 1)
+    assert (saga.status, saga.last.command, saga.last.attempt) == ("running", "order.approve", 4)
     saga.reply()
     assert saga.status == "completed"
 
@@ -233,3 +233,18 @@ def test_a_definition_has_at_most_one_pivot_and_nothing_compensated_after_it() -
             1,
             (step, Step("after", step.command, step.build, compensation=step.compensation)),
         )
+
+
+def test_a_steps_attempts_count_its_own_sends_not_its_compensations() -> None:
+    saga = placing().reply(total=700).reply()
+    saga.timeout(2)  # the debit sent twice, then given up: refunded, and its refund re-sent
+    saga.timeout()
+
+    debit = [s for s in saga.sent if s.step == "debit"]
+    assert [(s.command, s.attempt) for s in debit] == [
+        ("account.debit", 1),
+        ("account.debit", 2),
+        ("account.refund", 1),
+        ("account.refund", 2),
+    ]
+    assert saga.state.attempts[2] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
 
@@ -50,3 +51,33 @@ def test_unknown_path_is_problem_json(client: Client) -> None:
     assert response.status_code == 404
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "not_found"
+
+
+def test_the_schema_gives_each_post_its_own_body_and_errors_as_lists(client: Client) -> None:
+    schema = client.get("/orchestrator/api/schema/", HTTP_ACCEPT="application/json").json()
+    components = schema["components"]["schemas"]
+
+    def body(path: str) -> dict[str, object]:
+        ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        name = ref["schema"]["$ref"].rsplit("/", 1)[-1]
+        return dict(components[name]["properties"])
+
+    assert set(body("/api/v1/checkouts")) == {"customer_id", "items"}
+    assert set(body("/api/v1/cancellations")) == {"order_id"}
+    errors = components["Problem"]["properties"]["errors"]
+    assert [v["type"] for v in errors["additionalProperties"]["oneOf"]] == ["array", "object"]
+
+
+def test_a_400s_errors_are_lists_as_the_schema_says(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/checkouts",
+        {"items": [{"menu_item_id": 1, "quantity": 0}], "customer_id": "nope"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert errors["customer_id"] == ["Must be a valid UUID."]
+    assert errors["items"] == {
+        "0": {"quantity": ["Ensure this value is greater than or equal to 1."]}
+    }
