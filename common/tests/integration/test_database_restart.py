@@ -4,6 +4,7 @@ the worker reconnect by themselves; nothing is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from common.tests.integration.conftest import Processes
 from common.tests.integration.test_poison import celery_message
 from common.tests.integration.test_relay_faults import PrivateRedis
 from common.tests.support import registered_event, wait_until, wire
-from deploy.local.backing import _as_postgres, _pg_bin
+from deploy.local.backing import postgres_ctl, postgres_installed, start_private_postgres
 from tests.e2e.gateways import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,40 +32,24 @@ ACCOUNTS = sql.Identifier(Account._meta.db_table)
 
 
 class PrivatePostgres:
-    """A PostgreSQL server of this test's own, in a temporary directory (never the shared one)."""
+    """A PostgreSQL server of this test's own, in a temporary directory (never the shared one),
+    started and stopped with the local stack's own helpers (deploy/local/backing.py)."""
 
     def __init__(self, port: int) -> None:
+        assert postgres_installed(), "PostgreSQL's server is not installed"
         self.port = port
-        self.data = Path(tempfile.mkdtemp(prefix="h4pg-")) / "data"
-        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        assert initdb is not None and pg_ctl is not None, "PostgreSQL's server is not installed"
-        self.pg_ctl = str(pg_ctl)
-        self.data.mkdir()
+        self.data = Path(tempfile.mkdtemp(prefix="pg-restart-")) / "data"
         if os.geteuid() == 0:
             shutil.chown(self.data.parent, "postgres", "postgres")
-            shutil.chown(self.data, "postgres", "postgres")
-        subprocess.run(
-            _as_postgres([str(initdb), "-D", str(self.data), "-U", "postgres", "--auth=trust"]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
 
     def url(self, database: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
-        self._ctl("-l", str(self.data / "server.log"), "-w", "start", "-o", options)
+        start_private_postgres(self.data, self.port)
 
     def stop(self) -> None:
-        self._ctl("-w", "stop", "-m", "fast")  # open connections are cut, as in a restart
-
-    def _ctl(self, *args: str) -> None:
-        subprocess.run(
-            _as_postgres([self.pg_ctl, "-D", str(self.data), *args]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        postgres_ctl(self.data, self.port, "stop", "-m", "fast")  # connections cut, as in a restart
 
     def query(
         self, database: str, statement: str | sql.Composed, *params: object
@@ -74,11 +59,8 @@ class PrivatePostgres:
             return cursor.fetchall() if cursor.description else []
 
     def remove(self) -> None:
-        subprocess.run(
-            _as_postgres([self.pg_ctl, "-D", str(self.data), "-w", "stop", "-m", "immediate"]),
-            check=False,
-            capture_output=True,
-        )
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            postgres_ctl(self.data, self.port, "stop", "-m", "immediate")
         shutil.rmtree(self.data.parent, ignore_errors=True)
 
 
