@@ -9,8 +9,11 @@ from dataclasses import dataclass
 
 from tests.sim.scenario import FAULT_KINDS, Faults
 from tests.sim.simulator import Run, Simulation, short
+from tests.sim.world import vacuum
 
 PROGRESS_EVERY = 500
+# Runs between two VACUUMs of the simulation databases (world.vacuum).
+VACUUM_EVERY = 200
 
 
 @dataclass
@@ -61,6 +64,8 @@ class Runner:
             if not run.ok:
                 failed.append(seed)
                 self.explain(case, run)
+            if done % VACUUM_EVERY == 0:
+                vacuum()
             if done % PROGRESS_EVERY == 0 and done < len(seeds):
                 took = time.perf_counter() - started
                 print(f"… {done}/{len(seeds)} runs, {len(failed)} failed, {done / took:.2f} runs/s")

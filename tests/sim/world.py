@@ -92,6 +92,16 @@ def reset() -> None:
             )
 
 
+def vacuum() -> None:
+    """VACUUM every table a run writes. Each run deletes what the one before wrote; where
+    autovacuum is off (this project's CI machine), the dead rows of thousands of runs made every
+    scan slower: 2.8 runs/s at the start of 5,000, 0.4 by the 2,500th."""
+    for service in SERVICES:
+        with acting(service), connection.cursor() as cursor:
+            for table in _tables.get(service, ()):
+                cursor.execute(f'VACUUM "{table}"')
+
+
 class Sink:
     """Where the simulated relay puts what it publishes (the scheduler)."""
 
