@@ -31,12 +31,21 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
         "type": "object",
         "description": (
             "A 400's errors by field: a list of messages, or, for a list of objects such as "
-            "`items`, each failing entry's own field errors keyed by its index."
+            "`items`, the list's own messages under `non_field_errors` and each failing "
+            "entry's field errors keyed by its index."
         ),
         "additionalProperties": {
             "oneOf": [
                 {"type": "array", "items": {"type": "string"}},
-                {"type": "object", "additionalProperties": {"type": "object"}},
+                {
+                    "type": "object",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "array", "items": {"type": "string"}},
+                            {"type": "object"},
+                        ]
+                    },
+                },
             ]
         },
         "example": {"customer_id": ["Must be a valid UUID."]},

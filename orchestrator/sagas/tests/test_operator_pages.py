@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jsonschema  # type: ignore[import-untyped]  # schemathesis brings it (dev)
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -81,3 +82,22 @@ def test_a_400s_errors_are_lists_as_the_schema_says(api: APIClient) -> None:
     assert errors["items"] == {
         "0": {"quantity": ["Ensure this value is greater than or equal to 1."]}
     }
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"menu_item_id": 1, "quantity": 0}],  # an entry's own field errors, keyed by its index
+        [],  # the list's own message, under non_field_errors
+    ],
+)
+def test_every_400_on_items_matches_the_schema_of_errors(
+    api: APIClient, client: Client, items: list[dict[str, int]]
+) -> None:
+    schema = client.get("/orchestrator/api/schema/", HTTP_ACCEPT="application/json").json()
+    errors_schema = schema["components"]["schemas"]["Problem"]["properties"]["errors"]
+
+    response = api.post("/api/v1/checkouts", {"items": items}, format="json")
+
+    assert response.status_code == 400
+    jsonschema.validate(response.json()["errors"], errors_schema)
