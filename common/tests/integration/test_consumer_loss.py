@@ -5,6 +5,7 @@ back to its queue, and is handled once (events as well as commands)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -71,7 +72,9 @@ def test_messages_handed_to_frozen_workers_that_are_then_killed_are_handled_once
     assert OutboxMessage.objects.filter(type="account.debit.reply").count() == 1
     assert queue.llen("account") == 0
     logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log"))
-    assert "gave back 2 message(s) taken by a consumer that died" in logs
+    # One sweep or two (the two leases run out a moment apart): both messages, given back once.
+    given = re.findall(r"gave back (\d+) message\(s\) taken by a consumer that died", logs)
+    assert sum(map(int, given)) == 2, given
 
 
 def test_a_worker_that_stops_cleanly_leaves_no_lease_behind(

@@ -25,6 +25,7 @@ from common.tests.support import (
     wait_until,
     wire,
 )
+from tests.e2e.gateways import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,7 +85,7 @@ def test_a_retry_the_broker_refuses_to_take_stays_on_the_broker(
 ) -> None:
     customer_id = funded_account(1000)
     command = debit_command(customer_id, 100)
-    with private_redis(tmp_path, 56392) as server:
+    with private_redis(tmp_path, free_port()) as server:
         env = {"REDIS_URL": server.url, "CELERY_VISIBILITY_TIMEOUT": "3"}
         worker = processes.worker(extra_env=env)
         with transaction.atomic():

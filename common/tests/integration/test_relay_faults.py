@@ -22,6 +22,7 @@ from common.outbox.models import OutboxMessage
 from common.outbox.replay import epoch_key
 from common.tests.integration.conftest import Processes
 from common.tests.support import debit_command, funded_account, put, queued, wait_until
+from tests.e2e.gateways import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,7 +190,7 @@ def test_redis_down_past_the_old_dead_row_horizon_kills_nothing_and_keeps_the_or
         "OUTBOX_BACKOFF_CAP_S": "0.1",
         "OUTBOX_BROKER_RETRY_CAP_S": "0.5",
     }
-    with private_redis(tmp_path, 56391) as server:
+    with private_redis(tmp_path, free_port()) as server:
         relay = processes.relay(extra_env={"REDIS_URL": server.url, **horizon})
         first = debit_command(uuid.uuid4(), 1)
         put(first)
