@@ -125,8 +125,11 @@ def test_an_operators_rounds(stack: Stack, gateway: httpx.Client, browser: WebDr
     # Filter: the failed ones.
     browser.find_element(By.XPATH, "//nav[@id='changelist-filter']//a[text()='Failed']").click()
     until(lambda: "state__exact=failed" in browser.current_url)
-    listed = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
-    assert [r.text[:8] for r in listed] == [str(failed["id"])[:8]]
+    # The new page's rows, once it has loaded (the URL changes before they are there).
+    listed = until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr"), what="filtered"
+    )
+    assert [r.text[:8] for r in listed] == [str(failed["id"])[:8]]  # type: ignore[attr-defined]
 
     # The rejected saga's page: its steps and history, in sentences, with links.
     browser.get(f"{url}{SAGAS}{rejected['id']}/change/")
