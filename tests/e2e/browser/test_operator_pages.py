@@ -10,6 +10,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
@@ -50,18 +51,17 @@ def log_in(driver: WebDriver, url: str) -> None:
 
 def put_into_failed(stack: Stack, cafe: Cafe, customer: str) -> dict[str, object]:
     """A checkout whose first command finds no order worker, marked failed as the sweep does
-    once its tries are spent (waiting for that takes a minute)."""
+    once its tries are spent (waiting for that takes a minute). The order worker stays stopped
+    until the caller starts it: started at once, it would answer the command, and the reply
+    could move the saga on before the operator looks at it."""
     stack.supervisorctl("stop", "order-worker")
-    try:
-        checkout = cafe.checkout(customer, [{"menu_item_id": 1, "quantity": 1}])
-        shell(
-            stack,
-            "orchestrator",
-            "from orchestrator.sagas.models import Saga; "
-            f"Saga.objects.filter(pk='{checkout['id']}').update(state='failed', deadline=None)",
-        )
-    finally:
-        stack.supervisorctl("start", "order-worker")
+    checkout = cafe.checkout(customer, [{"menu_item_id": 1, "quantity": 1}])
+    shell(
+        stack,
+        "orchestrator",
+        "from orchestrator.sagas.models import Saga; "
+        f"Saga.objects.filter(pk='{checkout['id']}').update(state='failed', deadline=None)",
+    )
     return checkout
 
 
@@ -96,12 +96,15 @@ def shown_after_refresh(driver: WebDriver, wanted: str) -> bool:
     return wanted in text(driver)
 
 
-def test_an_operators_rounds(stack: Stack, gateway: httpx.Client, browser: WebDriver) -> None:
+def test_an_operators_rounds(
+    stack: Stack, gateway: httpx.Client, browser: WebDriver, request: pytest.FixtureRequest
+) -> None:
     cafe = Cafe(gateway)
     rich, poor = cafe.customer(deposit=50_000), cafe.customer()
     completed = cafe.wait(cafe.checkout(rich, [{"menu_item_id": 2, "quantity": 2}]))
     rejected = cafe.wait(cafe.checkout(poor, [{"menu_item_id": 3, "quantity": 1}]))
     assert (completed["state"], rejected["state"]) == ("completed", "rejected")
+    request.addfinalizer(lambda: stack.supervisorctl("start", "order-worker"))
     failed = put_into_failed(stack, cafe, rich)
     url = stack.operator_url
 
@@ -141,6 +144,7 @@ def test_an_operators_rounds(stack: Stack, gateway: httpx.Client, browser: WebDr
     screenshot(browser, "saga-timeline")
 
     # The failed saga: Retry, through its confirmation page; then it completes.
+    stack.supervisorctl("start", "order-worker")
     browser.get(f"{url}{SAGAS}{failed['id']}/change/")
     browser.find_element(By.ID, "act-retry").click()
     until(lambda: "/act/retry/" in browser.current_url)
