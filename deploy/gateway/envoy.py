@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deploy.gateway import envoy_auth, policy
-from deploy.gateway.routes import READ_METHODS, REFUSED, Listener, Route, routes_of
+from deploy.gateway.routes import READ_METHODS, READ_POSTS, REFUSED, Listener, Route, routes_of
 
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
@@ -114,8 +114,8 @@ def _not_found() -> dict[str, Any]:
 
 
 def _refusals(routes: list[Route]) -> list[dict[str, Any]]:
-    """403 for the refused prefixes and for a write to a read-only route; before every route,
-    since Envoy takes the first route that matches."""
+    """403 for the refused prefixes and for a write to a read-only route (but for the POSTs that
+    are reads); before every route, since Envoy takes the first route that matches."""
     refused = [
         _direct(policy.FORBIDDEN, {"prefix": prefix})
         for prefix in REFUSED
@@ -138,7 +138,18 @@ def _refusals(routes: list[Route]) -> list[dict[str, Any]]:
         for route in routes
         if route.read_only
     ]
-    return [*refused, *writes]
+    # A POST that is a read (READ_POSTS) goes through, ahead of the rule refusing writes.
+    reads = [
+        {
+            "match": {"path": path, "headers": [_header(":method", {"exact": "POST"})]},
+            "route": {"cluster": route.upstream, "timeout": _seconds(route.timeout_s)},
+        }
+        for route in routes
+        if route.read_only
+        for path in READ_POSTS
+        if path.startswith(route.prefix)
+    ]
+    return [*refused, *reads, *writes]
 
 
 def _route_table(routes: list[Route]) -> list[dict[str, Any]]:

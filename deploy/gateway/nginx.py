@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from deploy.gateway import nginx_edge, policy
-from deploy.gateway.routes import READ_METHODS, REFUSED, Listener, Route, routes_of
+from deploy.gateway.routes import READ_METHODS, READ_POSTS, REFUSED, Listener, Route, routes_of
 
 ACCESS_LOG_FORMAT = (
     '{"time":"$time_iso8601","request_id":"$gateway_request_id","client":"$remote_addr",'
@@ -99,7 +99,25 @@ def _timeouts(route: Route) -> Iterator[str]:
     yield f"proxy_send_timeout {route.timeout_s:g}s;"
 
 
+def _read_post_locations(route: Route) -> Iterator[str]:
+    """An exact location (it wins over the prefix one) for each POST under a read-only route
+    that is a read: it passes POST too, and nothing is retried."""
+    for path in READ_POSTS:
+        if not (route.read_only and path.startswith(route.prefix)):
+            continue
+        yield f"location = {path} {{"
+        yield from (f"    {line}" for line in _error_pages())
+        yield f"    if ($request_method !~ ^({'|'.join((*READ_METHODS, 'POST'))})$) {{"
+        yield "        return 403;"
+        yield "    }"
+        yield "    proxy_next_upstream off;"
+        yield f"    proxy_pass http://{route.upstream};"
+        yield from (f"    {line}" for line in _timeouts(route))
+        yield "}"
+
+
 def _route_locations(route: Route) -> Iterator[str]:
+    yield from _read_post_locations(route)
     retry = f"@retry_{route.slug}"
     yield f"location {route.prefix} {{"
     # A location's own error_page replaces every inherited one, so they are all repeated here.

@@ -29,6 +29,10 @@ BOTH = PUBLIC | OPERATOR
 
 # The only methods a read-only route passes; anything else is refused with 403.
 READ_METHODS = ("GET", "HEAD")
+# Paths under a read-only route where a POST is a read: Flower's task list asks for its rows
+# with a POST (DataTables' server-side query: page, order, search), and its handler answers it
+# exactly as the GET. Only these exact paths, and only POST besides the read methods.
+READ_POSTS: tuple[str, ...] = (f"/{FLOWER}/tasks/datatable",)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.gateway import envoy, nginx, policy
-from deploy.gateway.routes import FLOWER, REFUSED, ROUTES, Listener, routes_of
+from deploy.gateway.routes import FLOWER, READ_POSTS, REFUSED, ROUTES, Listener, routes_of
 from deploy.local.processes import NGINX
 
 UPSTREAMS = {
@@ -84,7 +84,7 @@ def test_both_gateways_have_every_route_of_the_table_on_its_listener(
     routed = {
         (r["match"]["prefix"], r["route"]["cluster"], r["route"]["timeout"])
         for r in envoy_routes(envoy_config(), listener)
-        if "route" in r
+        if "route" in r and "prefix" in r["match"]
     }
 
     assert routed == table
@@ -108,13 +108,27 @@ def test_operator_surfaces_are_not_on_the_public_listener() -> None:
 
 def test_flower_control_and_writes_are_refused_by_envoy_before_any_route() -> None:
     routes = envoy_routes(envoy_config(), Listener.OPERATOR)
-    first_route = next(i for i, r in enumerate(routes) if "route" in r)
-    refused = [r for r in routes[:first_route] if r["direct_response"]["status"] == 403]
+    first_route = next(i for i, r in enumerate(routes) if "prefix" in r["match"] and "route" in r)
+    refused = [r for r in routes[:first_route] if "direct_response" in r]
 
     assert [r["match"]["prefix"] for r in refused] == [*REFUSED, "/flower/"]
+    assert {r["direct_response"]["status"] for r in refused} == {403}
     [writes] = [r for r in refused if r["match"].get("headers")]
     assert writes["match"]["headers"][0]["invert_match"] is True
     assert json.loads(writes["direct_response"]["body"]["inline_string"])["code"] == "forbidden"
+
+
+def test_flowers_task_list_query_is_the_one_post_envoy_passes() -> None:
+    routes = envoy_routes(envoy_config(), Listener.OPERATOR)
+    writes = next(i for i, r in enumerate(routes) if r["match"].get("prefix") == "/flower/")
+    reads = [(i, r) for i, r in enumerate(routes) if "path" in r["match"]]
+
+    assert [r["match"]["path"] for _, r in reads] == list(READ_POSTS) == ["/flower/tasks/datatable"]
+    for i, r in reads:
+        assert i < writes  # ahead of the rule that refuses every other POST
+        assert r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "POST"}}]
+        assert r["route"]["cluster"] == FLOWER
+    assert not any("path" in r["match"] for r in envoy_routes(envoy_config(), Listener.PUBLIC))
 
 
 def test_flower_control_and_writes_are_refused_by_nginx(tmp_path: Path) -> None:
@@ -124,6 +138,10 @@ def test_flower_control_and_writes_are_refused_by_nginx(tmp_path: Path) -> None:
         assert re.search(rf"location {re.escape(prefix)} \{{\s*return 403;", operator)
     flower = operator[operator.index("location /flower/ {") :]
     assert flower.index("!~ ^(GET|HEAD)$") < flower.index("return 418;")
+    # The task list's query, an exact location that passes POST (and nothing else that writes).
+    query = re.search(r"location = /flower/tasks/datatable \{(.*?)\n    \}", operator, re.S)
+    assert query and "!~ ^(GET|HEAD|POST)$" in query[1] and "proxy_pass http://flower;" in query[1]
+    assert "tasks/datatable" not in nginx_servers(nginx_config(tmp_path))[Listener.PUBLIC]
 
 
 def test_only_idempotent_requests_have_envoy_retries() -> None:
