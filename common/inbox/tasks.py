@@ -79,14 +79,32 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
         outcome = _park_malformed(args, kwargs, task_id=str(self.request.id))
         if outcome.fate is Fate.GIVEN_BACK:
             _give_back(self, args, kwargs, outcome)
-        return str(outcome.fate)
+        return _settled([outcome])
     outcomes = [consume_one(raw, task_id=str(self.request.id), retries=retries) for raw in args]
     given_back = [
         (raw, o) for raw, o in zip(args, outcomes, strict=True) if o.fate is Fate.GIVEN_BACK
     ]
     if given_back:
         _give_back(self, tuple(raw for raw, _ in given_back), {}, given_back[0][1])
-    return ",".join(o.fate for o in outcomes)
+    return _settled(outcomes)
+
+
+class Parked(Reject):
+    """A task message some of whose envelopes went to the dead-letter table. It is acknowledged
+    as a handled one is (``requeue=False``: the letter holds the envelope), but Celery reports
+    it as rejected rather than succeeded, so Flower shows the task as what it is."""
+
+    def __init__(self, fates: str) -> None:
+        super().__init__(f"dead-lettered ({fates})", requeue=False)
+        self.fates = fates
+
+
+def _settled(outcomes: list[Outcome]) -> str:
+    """The fates, comma-separated, as the task's result; raises ``Parked`` if any was parked."""
+    fates = ",".join(o.fate for o in outcomes)
+    if any(o.fate is Fate.PARKED for o in outcomes):
+        raise Parked(fates)
+    return fates
 
 
 def _give_back(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], outcome: Outcome) -> None:

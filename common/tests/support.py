@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
+from celery import states
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
@@ -21,7 +20,10 @@ from common.messaging.envelope import Correlation, Envelope, new_command, new_ev
 from common.messaging.keys import load_key_ring
 from common.messaging.signing import KeyRing, SigningKey
 from common.outbox.services import outbox_put
+from common.polling import wait_until
 from common.testing import OPERATOR
+
+__all__ = ["wait_until"]  # re-exported: the tests' one polling loop lives in common.polling
 
 
 def broker() -> redis.Redis:
@@ -129,14 +131,14 @@ def put(*envelopes: Envelope) -> None:
             outbox_put(envelope, keys=keys_of(envelope.source))
 
 
-def wait_until(
-    predicate: Callable[[], Any], *, timeout_s: float = 20.0, every_s: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s: {predicate}")
-        time.sleep(every_s)
+def consumed(*args: Any) -> str:
+    """What ``inbox.consume`` made of one task message's envelopes, run in this process: their
+    fates, comma-separated. A message with a parked envelope ends rejected (``tasks.Parked``),
+    which is where its fates are then."""
+    from common.inbox.tasks import Parked, consume
+
+    result = consume.apply(args=args)
+    if result.state == states.REJECTED:
+        assert isinstance(result.result, Parked), result.result
+        return result.result.fates
+    return str(result.get())

@@ -18,18 +18,25 @@ from account.accounts.handlers import HANDLERS as ACCOUNT_HANDLERS
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter, InboxMessage
 from common.inbox.services import dead_letter_prune, dead_letter_retry, inbox_prune
-from common.inbox.tasks import consume
+from common.inbox.tasks import Parked, consume
 from common.messaging.envelope import Envelope, decode
 from common.messaging.keys import generate_key_pair
 from common.outbox.models import OutboxMessage
-from common.tests.support import debit_command, funded_account, registered_event, signed, wire
+from common.tests.support import (
+    consumed,
+    debit_command,
+    funded_account,
+    registered_event,
+    signed,
+    wire,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def deliver(envelope: Envelope | str) -> str:
     raw = envelope if isinstance(envelope, str) else wire(envelope)
-    return str(consume.apply(args=(raw,)).get())
+    return consumed(raw)
 
 
 def replies() -> list[OutboxMessage]:
@@ -132,9 +139,24 @@ def test_a_message_this_service_has_no_handler_for_is_dead_lettered(
 
 
 def test_a_task_call_of_the_wrong_shape_is_dead_lettered() -> None:
-    assert str(consume.apply(args=({"a": 1}, 2)).get()) == "dead"
+    assert consumed({"a": 1}, 2) == "dead"
 
     assert DeadLetter.objects.get().reason == "invalid_envelope"
+
+
+def test_a_message_with_a_parked_envelope_ends_rejected_not_succeeded() -> None:
+    """Acknowledged either way, but Flower shows the state Celery reports: a message that left a
+    dead letter must not read SUCCESS there."""
+    first = funded_account(1000)
+
+    parked = consume.apply(args=(wire(debit_command(first, 100)), "{not an envelope"))
+    handled = consume.apply(args=(wire(debit_command(first, 200)),))
+
+    assert parked.state == "REJECTED" and isinstance(parked.result, Parked)
+    assert parked.result.fates == "handled,dead"
+    assert (handled.state, handled.result) == ("SUCCESS", "handled")
+    assert Account.objects.get(pk=first).balance == 700
+    assert DeadLetter.objects.get().reason == "undecodable"
 
 
 def explode(message: Envelope, payload: Any) -> dict[str, Any] | None:

@@ -12,12 +12,11 @@ from django.db import connection
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from common.inbox.tasks import consume
 from common.messaging.contract import Reply
 from common.messaging.envelope import Envelope, new_reply
 from common.outbox.models import OutboxMessage
 from common.testing import OPERATOR
-from common.tests.support import wire
+from common.tests.support import consumed, wire
 from orchestrator.sagas.models import Saga, SagaEvent
 from orchestrator.sagas.services import (
     cancellation_start,
@@ -44,7 +43,7 @@ def answer(
     reply = new_reply(
         command, Reply(ok=ok, reason=reason, result=result), source=command.destination or "x"
     )
-    return str(consume.apply(args=(wire(reply),)).get())
+    return consumed(wire(reply))
 
 
 def test_a_checkout_starts_with_its_first_command_in_the_outbox() -> None:
@@ -113,7 +112,7 @@ def test_a_duplicate_reply_is_applied_once() -> None:
     command = outstanding(saga)
     reply = wire(new_reply(command, Reply(ok=True, result={"total": 700}), source="order"))
 
-    results = [str(consume.apply(args=(reply,)).get()) for _ in range(2)]
+    results = [consumed(reply) for _ in range(2)]
 
     assert results == ["handled", "duplicate"]
     assert SagaEvent.objects.filter(saga=saga, kind="reply").count() == 1
@@ -130,7 +129,7 @@ def test_concurrent_replies_for_one_saga_are_serialised() -> None:
 
     def deliver(raw: str) -> str:
         try:
-            return str(consume.apply(args=(raw,)).get())
+            return consumed(raw)
         finally:
             connection.close()
 
