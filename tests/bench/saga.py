@@ -1,6 +1,7 @@
 """Saga benchmark: checkouts end to end through the gateway, at increasing offered load.
 
     make bench-saga      # or: .venv/bin/python -m tests.bench.saga [--rates 10,25,50,60] [--seconds 30]
+    .venv/bin/python -m tests.bench.saga --tracing 1     # the same with every checkout traced
 
 It starts a private stack with every process (``deploy.local.stack up``: its own ports 28000+,
 databases ``bench_<service>``, Redis db 14), funds customers, then for each rate submits
@@ -16,10 +17,12 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +117,7 @@ async def run_rate(
     sent: dict[str, float] = {}
     failures = 0
     shed = 0  # 503 overloaded: refused at once by admission control, nothing started
+    shed_ms: list[float] = []  # how long each refusal took to come back
     interval = 1.0 / rate
     names = list(customers)
     owner: dict[str, str] = {}
@@ -132,6 +136,7 @@ async def run_rate(
                 if response.status != 202:
                     if response.status == 503:
                         shed += 1
+                        shed_ms.append((time.time() - posted) * 1000)
                     else:
                         failures += 1
                     return
@@ -188,6 +193,7 @@ async def run_rate(
         "submitted": len(sent),
         "post_failures": failures,
         "shed": shed,
+        "shed_ms_p99": round(sorted(shed_ms)[int(len(shed_ms) * 0.99)], 1) if shed_ms else None,
         "unfinished": len(pending),
         "states": states,
         "sagas_per_s": round(completed / span, 1),
@@ -336,7 +342,38 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             say(json.dumps(row))
             rows.append(row)
         total = sum(r["states"].get("completed", 0) + r["states"].get("rejected", 0) for r in rows)
-        return {"rows": rows, "messages_per_saga": messages_per_saga(since, total)}
+        return {"rows": rows, "messages_per_saga": messages_per_saga(since, total), "sagas": total}
+
+
+SINK = "import time\nfrom tests.tracing.otlp import receiving\nwith receiving({port}, keep=False):\n    time.sleep(86400)"
+
+
+def start_trace_sink(ratio: float) -> tuple[subprocess.Popen[bytes], int]:
+    """An OTLP/HTTP receiver that only counts spans, in its own process (a collector would be
+    on another machine; here its CPU is part of what the two cores do), and the stack's
+    environment pointed at it: the standard ``OTEL_*`` settings every process reads."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    sink = subprocess.Popen([sys.executable, "-c", SINK.format(port=port)], cwd=ROOT)
+    ENV.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
+        }
+    )
+    return sink, port
+
+
+def spans_received(sink: tuple[subprocess.Popen[bytes], int] | None) -> int | None:
+    """Every span the sink has counted, once the exporters' batches (5 s) have come in."""
+    if sink is None:
+        return None
+    time.sleep(6)
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink[1]}/count", timeout=5) as answer:
+        return int(answer.read())
 
 
 def main() -> None:
@@ -347,16 +384,28 @@ def main() -> None:
         "--plot", default=str(ROOT / "tests" / "bench" / "results" / "bench-saga.png")
     )
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running")
+    parser.add_argument(
+        "--tracing",
+        metavar="SAMPLER_ARG",
+        type=float,
+        help="trace every process (gateway too) into an OTLP/HTTP sink in its own process, "
+        "sampling this fraction of new traces (1 = every checkout)",
+    )
     args = parser.parse_args()
     stack("down")
     fresh()
+    sink = start_trace_sink(args.tracing) if args.tracing is not None else None
     stack("up", "--detach")
     try:
         result = asyncio.run(main_async(args))
+        spans = spans_received(sink)
         noop = celery_noop_per_s()
     finally:
         if not args.keep:
             stack("down")
+        if sink is not None:
+            sink[0].terminate()
+            sink[0].wait()
     rows = result["rows"]
     meeting = [
         r
@@ -385,6 +434,8 @@ def main() -> None:
                 # Every request carries a customer's access token, verified at the gateway and
                 # again by the service.
                 "auth": True,
+                "tracing_sampled": args.tracing,
+                "spans_per_saga": round(spans / result["sagas"], 1) if spans is not None else None,
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             }

@@ -43,6 +43,9 @@ class Receiver:
     port: int = 0
     spans: list[Span] = field(default_factory=list)
     exports: int = 0
+    #: False: only count the spans (a benchmark's sink, where keeping them would grow without end).
+    keep: bool = True
+    received: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -50,6 +53,12 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}"
 
     def take(self, request: ExportTraceServiceRequest) -> None:
+        if not self.keep:
+            count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            with self._lock:
+                self.received += count
+                self.exports += 1
+            return
         received = []
         for resource_spans in request.resource_spans:
             resource = {a.key: _text(a.value) for a in resource_spans.resource.attributes}
@@ -69,6 +78,7 @@ class Receiver:
                     )
         with self._lock:
             self.spans += received
+            self.received += len(received)
             self.exports += 1
 
     def wait_for(
@@ -113,6 +123,19 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(reply)
 
+        def do_GET(self) -> None:
+            """``/count``: the number of spans received so far (for a receiver in another
+            process)."""
+            if self.path != "/count":
+                self.send_error(404)
+                return
+            with receiver._lock:
+                reply = str(receiver.received).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
         def log_message(self, format: str, *args: object) -> None:
             pass  # one line per export would drown the test output
 
@@ -120,8 +143,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def receiving(port: int = 0) -> Iterator[Receiver]:
-    receiver = Receiver()
+def receiving(port: int = 0, *, keep: bool = True) -> Iterator[Receiver]:
+    receiver = Receiver(keep=keep)
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
