@@ -67,6 +67,15 @@ def anonymous() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def admin_operator(client: Any) -> Any:
+    """A Django test client logged into this service's admin as a staff superuser."""
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_superuser("op", "", "pw"))
+    return client
+
+
 @pytest.fixture(scope="session", autouse=True)
 def message_keys(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

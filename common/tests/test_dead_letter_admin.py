@@ -7,7 +7,6 @@ import json
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
@@ -20,40 +19,34 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LIST = "/account/admin/inbox/deadletter/"
 
 
-@pytest.fixture
-def operator(client: Client) -> Client:
-    client.force_login(get_user_model().objects.create_superuser("op", "", "pw"))
-    return client
-
-
-def test_a_forged_letter_shows_the_envelope_id_and_type_it_claims(operator: Client) -> None:
+def test_a_forged_letter_shows_the_envelope_id_and_type_it_claims(admin_operator: Client) -> None:
     command = debit_command(uuid.uuid4(), 1)
     deliver(command.model_dump_json())  # unsigned: forged, parked before it is believed
 
-    page = operator.get(LIST).content.decode()
+    page = admin_operator.get(LIST).content.decode()
 
     assert str(command.id) in page
     assert "account.debit (claimed)" in page
     assert DeadLetter.objects.get().message_id != str(command.id)  # the task's id is stored
 
 
-def test_a_letter_parked_by_the_consumer_is_named_by_its_envelope(operator: Client) -> None:
+def test_a_letter_parked_by_the_consumer_is_named_by_its_envelope(admin_operator: Client) -> None:
     command = debit_command(uuid.uuid4(), 1)
     body = json.dumps([[command.model_dump_json()], {}, {}])  # a Celery message body
     letter = DeadLetter.objects.create(
         reason="content_type", error="x", raw_body=body, message_id="task-1", type="inbox.consume"
     )
 
-    page = operator.get(f"{LIST}{letter.pk}/change/").content.decode()
+    page = admin_operator.get(f"{LIST}{letter.pk}/change/").content.decode()
 
     assert str(command.id) in page and "account.debit (claimed)" in page
 
 
-def test_retry_says_why_a_letter_cannot_be_handed_back(operator: Client) -> None:
+def test_retry_says_why_a_letter_cannot_be_handed_back(admin_operator: Client) -> None:
     deliver(debit_command(uuid.uuid4(), 1).model_dump_json())  # forged
     letter = DeadLetter.objects.get()
 
-    page = operator.post(
+    page = admin_operator.post(
         LIST, {"action": "retry", "_selected_action": [letter.pk]}, follow=True
     ).content.decode()
 
@@ -63,15 +56,17 @@ def test_retry_says_why_a_letter_cannot_be_handed_back(operator: Client) -> None
     assert not OutboxMessage.objects.exists()
 
 
-def test_retry_hands_a_valid_letter_back_once(operator: Client, settings: SettingsWrapper) -> None:
+def test_retry_hands_a_valid_letter_back_once(
+    admin_operator: Client, settings: SettingsWrapper
+) -> None:
     settings.MESSAGE_HANDLERS = "common.tests.test_inbox.FAILING_HANDLERS"
     settings.INBOX_MAX_RETRIES = 0
     deliver(debit_command(funded_account(500), 200))
     letter = DeadLetter.objects.get()
     chosen = {"action": "retry", "_selected_action": [letter.pk]}
 
-    first = operator.post(LIST, chosen, follow=True).content.decode()
-    again = operator.post(LIST, chosen, follow=True).content.decode()
+    first = admin_operator.post(LIST, chosen, follow=True).content.decode()
+    again = admin_operator.post(LIST, chosen, follow=True).content.decode()
 
     assert "Handed 1 message(s) back to the queue." in first
     assert "not handed back: it was handed back already" in again

@@ -9,7 +9,6 @@ import json
 import math
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from celery import Celery
 
+from common.polling import wait_until
 from deploy.monitoring import generate
 from tests.e2e.cafe import Cafe
 from tests.e2e.conftest import PORT_BASE, REDIS_URL, SERVICES, Stack
@@ -51,14 +51,7 @@ class Prometheus:
 
 
 def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    """``check()``'s first truthy answer; its last answer in the failure message otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, f"{what}: still {answer!r} after {timeout_s:.0f}s"
-        time.sleep(0.5)
+    return wait_until(check, timeout_s=timeout_s, every_s=0.5, what=what)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""What an operator reads on the saga pages: newest first, the step that failed and its try,
+"""What an admin_operator reads on the saga pages: newest first, the step that failed and its try,
 one numbering of attempts everywhere, plain sentences with seconds, links to the order and
 customer, and every action behind a page that asks."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from common.outbox.models import OutboxMessage
@@ -18,12 +17,6 @@ from orchestrator.sagas.tests.test_services import ITEMS, answer, outstanding
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LIST = "/orchestrator/admin/sagas/saga/"
-
-
-@pytest.fixture
-def operator(client: Client) -> Client:
-    client.force_login(get_user_model().objects.create_superuser("op", "", "pw"))
-    return client
 
 
 def rejected_for_want_of_funds() -> Saga:
@@ -37,25 +30,25 @@ def rejected_for_want_of_funds() -> Saga:
     return saga
 
 
-def test_the_list_is_newest_first(operator: Client) -> None:
+def test_the_list_is_newest_first(admin_operator: Client) -> None:
     first = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     second = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
 
-    page = operator.get(LIST).content.decode()
+    page = admin_operator.get(LIST).content.decode()
 
     assert page.index(str(second.id)[:8]) < page.index(str(first.id)[:8])
 
 
-def test_a_rejected_row_shows_the_step_that_failed_and_its_attempt(operator: Client) -> None:
+def test_a_rejected_row_shows_the_step_that_failed_and_its_attempt(admin_operator: Client) -> None:
     rejected_for_want_of_funds()
 
-    page = operator.get(LIST).content.decode()
+    page = admin_operator.get(LIST).content.decode()
 
     assert '<td class="field-step">debit</td>' in page
     assert '<td class="field-attempt_shown">1</td>' in page
 
 
-def test_attempts_agree_and_do_not_count_the_compensation(operator: Client) -> None:
+def test_attempts_agree_and_do_not_count_the_compensation(admin_operator: Client) -> None:
     saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     answer(outstanding(saga), total=700)
     answer(outstanding(saga), ok=False, reason="customer_blocked")  # the order is rejected
@@ -63,20 +56,20 @@ def test_attempts_agree_and_do_not_count_the_compensation(operator: Client) -> N
     saga_sweep()  # the order.reject gets no answer: sent again
     saga.refresh_from_db()
 
-    page = operator.get(f"{LIST}{saga.pk}/change/").content.decode()
+    page = admin_operator.get(f"{LIST}{saga.pk}/change/").content.decode()
 
     assert saga.steps[0]["attempts"] == 1  # one order.create_pending, two order.reject
     assert "sent order.create_pending, attempt 1" in page
     assert "undoing: sent order.reject, attempt 2" in page
-    listed = operator.get(LIST).content.decode()
+    listed = admin_operator.get(LIST).content.decode()
     assert '<td class="field-step">↩ create_order</td>' in listed
     assert '<td class="field-attempt_shown">2</td>' in listed
 
 
-def test_the_history_reads_as_sentences_with_seconds_and_links(operator: Client) -> None:
+def test_the_history_reads_as_sentences_with_seconds_and_links(admin_operator: Client) -> None:
     saga = rejected_for_want_of_funds()
 
-    page = operator.get(f"{LIST}{saga.pk}/change/").content.decode()
+    page = admin_operator.get(f"{LIST}{saga.pk}/change/").content.decode()
 
     assert "ok=True" not in page and "reason=None" not in page
     assert "refused to attempt 1: insufficient_funds" in page
@@ -87,40 +80,40 @@ def test_the_history_reads_as_sentences_with_seconds_and_links(operator: Client)
     assert f'href="/customer/admin/customers/customer/{saga.customer_id}/change/"' in page
 
 
-def test_an_action_from_a_sagas_page_asks_first(operator: Client) -> None:
+def test_an_action_from_a_sagas_page_asks_first(admin_operator: Client) -> None:
     saga = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     confirm = f"{LIST}{saga.pk}/act/retry/"
 
-    page = operator.get(f"{LIST}{saga.pk}/change/").content.decode()
+    page = admin_operator.get(f"{LIST}{saga.pk}/change/").content.decode()
     assert f'href="{confirm}"' in page
 
-    asked = operator.get(confirm)
+    asked = admin_operator.get(confirm)
     assert asked.status_code == 200 and b"order.create_pending" in asked.content
     assert OutboxMessage.objects.filter(type="order.create_pending").count() == 1
 
-    done = operator.post(confirm, {"confirmed": "yes"})
+    done = admin_operator.post(confirm, {"confirmed": "yes"})
     assert done.status_code == 302 and done["Location"] == f"{LIST}{saga.pk}/change/"
     assert OutboxMessage.objects.filter(type="order.create_pending").count() == 2
 
 
-def test_a_list_action_asks_first_and_says_why_it_is_not_offered(operator: Client) -> None:
+def test_a_list_action_asks_first_and_says_why_it_is_not_offered(admin_operator: Client) -> None:
     ended = rejected_for_want_of_funds()
     running = checkout_start(actor=OPERATOR, customer_id=uuid.uuid4(), items=ITEMS)
     chosen = {"action": "retry", "_selected_action": [ended.pk, running.pk]}
 
-    asked = operator.post(LIST, chosen).content.decode()
+    asked = admin_operator.post(LIST, chosen).content.decode()
     assert "not offered</b>: the saga has ended" in asked
     assert "Yes, retry 1 saga" in asked
 
-    done = operator.post(LIST, {**chosen, "confirmed": "yes"}, follow=True).content.decode()
+    done = admin_operator.post(LIST, {**chosen, "confirmed": "yes"}, follow=True).content.decode()
     assert "Retry: 1 saga(s)." in done
     assert f"{ended.id}: retry not offered: the saga has ended" in done.lower()  # capfirst
 
 
-def test_an_ended_saga_offers_no_action(operator: Client) -> None:
+def test_an_ended_saga_offers_no_action(admin_operator: Client) -> None:
     saga = rejected_for_want_of_funds()
 
-    page = operator.get(f"{LIST}{saga.pk}/change/").content.decode()
+    page = admin_operator.get(f"{LIST}{saga.pk}/change/").content.decode()
 
     assert "/act/" not in page
     with pytest.raises(Exception, match="ended"):
