@@ -81,6 +81,9 @@ PROBLEM_RESPONSES: dict[int | tuple[int, str], Any] = {
         409: "Conflict with the current state",
         422: "Idempotency-Key reused with a different request",
         429: "Too many requests; see Retry-After",
+        # `unavailable` (a database the service needs is down) on any call; `overloaded`
+        # (admission control) on a checkout or cancellation. Either way nothing was started.
+        503: "Unavailable or overloaded for now, nothing was done; try again after Retry-After",
     }.items()
 }
 

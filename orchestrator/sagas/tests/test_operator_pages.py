@@ -69,6 +69,17 @@ def test_the_schema_gives_each_post_its_own_body_and_errors_as_lists(client: Cli
     assert [v["type"] for v in errors["additionalProperties"]["oneOf"]] == ["array", "object"]
 
 
+def test_the_schema_says_a_checkout_may_be_refused_with_503(client: Client) -> None:
+    """Admission control's `overloaded` and a database's `unavailable` are in the contract;
+    a client written from the schema must know to come back after Retry-After."""
+    schema = client.get("/orchestrator/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    for path in ("/api/v1/checkouts", "/api/v1/cancellations"):
+        refused = schema["paths"][path]["post"]["responses"]["503"]
+        assert list(refused["content"]) == ["application/problem+json"]
+        assert "Retry-After" in refused["description"]
+
+
 def test_a_400s_errors_are_lists_as_the_schema_says(api: APIClient) -> None:
     response = api.post(
         "/api/v1/checkouts",
