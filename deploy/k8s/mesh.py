@@ -168,8 +168,11 @@ def scaled_object(service: str) -> Obj:
                     "type": "redis",
                     "metadata": {
                         # The queue is a Redis list named after the service (Celery's Redis
-                        # transport); the address is the worker's own REDIS_ADDRESS.
+                        # transport); the address and login are the worker's own (its REDIS_URL
+                        # is composed of the same three).
                         "addressFromEnv": "REDIS_ADDRESS",
+                        "usernameFromEnv": "REDIS_USERNAME",
+                        "passwordFromEnv": "REDIS_PASSWORD",
                         "databaseIndex": "0",
                         "listName": service,
                         "listLength": "50",
