@@ -17,7 +17,7 @@ import yaml
 from common.messaging.routing import SERVICES
 from deploy import generated
 from deploy.generated import generator_main
-from deploy.k8s import manifests, mesh, redis
+from deploy.k8s import manifests, mesh, redis, security
 from deploy.k8s.manifests import CONFIG, EXPORTER, Obj
 
 BASE = Path(__file__).resolve().parent / "base"
@@ -43,10 +43,11 @@ CONFIG_DEFAULTS: Mapping[str, str] = {
     "FORWARDED_ALLOW_IPS": "127.0.0.6,::6",
     "MESSAGE_SIGNING_KEYS_DIR": manifests.SIGNING_KEYS_DIR,
     "MESSAGE_VERIFY_KEYS_DIR": manifests.VERIFY_KEYS_DIR,
-    # Tokens: the issuer is the public gateway's /customer (the local overlay's port-forward);
+    # Tokens: the issuer is the public gateway's /customer over TLS (the local overlay's
+    # port-forward, README "Kubernetes"); the ingress gateway verifies tokens of this issuer too;
     # every service fetches the keys from the customer web Service inside the cluster.
-    "OIDC_ISSUER": "http://localhost:8080/customer",
-    "TOKEN_ISSUER": "http://localhost:8080/customer",
+    "OIDC_ISSUER": "https://localhost:8443/customer",
+    "TOKEN_ISSUER": "https://localhost:8443/customer",
     "OIDC_JWKS_URL": f"http://customer-web:{manifests.WEB_PORT}/customer/.well-known/jwks.json",
     # The root filesystem is read-only; the image's HOME (/app) is too.
     # Traces (README, "Traces"): off until an overlay names the collector, e.g.
@@ -126,6 +127,7 @@ def files() -> dict[str, str]:
     out["mesh.yaml"] = to_yaml(
         [mesh.gateway(), mesh.virtual_service(), mesh.peer_authentication(), mesh.telemetry()]
     )
+    out["security.yaml"] = to_yaml(security.objects(CONFIG_DEFAULTS["TOKEN_ISSUER"]))
     out["kustomization.yaml"] = HEADER + dump(kustomization(list(out)))
     return out
 
