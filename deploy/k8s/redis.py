@@ -1,15 +1,18 @@
 """The Redis logins of the system: one ACL user per owner (manifests.OWNERS), each with its own
-password, and the default user switched off, so every connection must log in.
+password and the rules of common.messaging.redis_acl (the single source compose and `make up`
+use too), and the default user switched off, so every connection must log in.
 
 The local overlay's Redis writes its aclfile at start from the script below (an init container,
 from the redis image's own shell): the rules are fixed here, the passwords are each owner's
-Secret's REDIS_PASSWORD, so no password is ever written into a manifest.
+Secret's REDIS_PASSWORD (and, while one is rotated, the previous one), so no password is ever
+written into a manifest.
 """
 
 from __future__ import annotations
 
 import shlex
 
+from common.messaging import redis_acl
 from deploy.k8s.manifests import OWNERS, Obj, owner_secret, redis_user
 
 ACL_CONFIG = "redis-acl"
@@ -17,19 +20,17 @@ ACL_SCRIPT = "write-aclfile.sh"
 ACL_DIR = "/etc/redis-acl"
 ACL_FILE = f"{ACL_DIR}/users.acl"
 
-# Until the per-service key and command lists exist, a service may use any key but no
-# administrative command (CONFIG, DEBUG, ACL, MONITOR, SHUTDOWN, REPLICAOF, …) and cannot wipe
-# the data (FLUSHALL, FLUSHDB, SWAPDB).
-DEFAULT_RULES = "resetchannels ~* &* +@all -@admin -flushall -flushdb -swapdb"
+# The database the apps use (manifests.env's REDIS_URL): Celery's event channel is named after it.
+REDIS_DB = 0
 
 
 def rules(owner: str) -> str:
     """The ACL rules of ``owner``'s user, without its password."""
-    return DEFAULT_RULES
+    return " ".join(redis_acl.rules(redis_user(owner), db=REDIS_DB))
 
 
 def password_variable(owner: str) -> str:
-    return f"{owner.upper()}_REDIS_PASSWORD"
+    return redis_acl.password_variable(redis_user(owner))
 
 
 def acl_script() -> str:
@@ -48,14 +49,17 @@ def acl_script() -> str:
     ]
     for owner in OWNERS:
         var = password_variable(owner)
+        previous = f"{var}_PREVIOUS"
         lines += [
             f': "${{{var}:?{var} is not set}}"',
-            f"printf 'user %s on #%s %s\\n' {shlex.quote(redis_user(owner))} "
-            f'"$(hash "${var}")" {shlex.quote(rules(owner))} >> "$out.new"',
+            # While a password is rotated both are accepted (redis_acl.passwords_from).
+            f'old=""; if [ -n "${{{previous}:-}}" ]; then old="#$(hash "${previous}")"; fi',
+            f"printf 'user %s on resetpass #%s %s %s\\n' {shlex.quote(redis_user(owner))} "
+            f'"$(hash "${var}")" "$old" {shlex.quote(rules(owner))} >> "$out.new"',
         ]
     lines += [
         # Nobody connects without a login.
-        "printf 'user default off resetkeys resetchannels -@all\\n' >> \"$out.new\"",
+        "printf 'user default off resetpass resetkeys resetchannels -@all\\n' >> \"$out.new\"",
         'mv "$out.new" "$out"',
     ]
     return "\n".join(lines) + "\n"
@@ -71,11 +75,18 @@ def acl_config() -> Obj:
 
 
 def password_env() -> list[Obj]:
-    """What the init container needs: each owner's REDIS_PASSWORD, nothing else of its Secret."""
-    return [
-        {
-            "name": password_variable(owner),
-            "valueFrom": {"secretKeyRef": {"name": owner_secret(owner), "key": "REDIS_PASSWORD"}},
-        }
-        for owner in OWNERS
-    ]
+    """What the init container needs: each owner's REDIS_PASSWORD (and REDIS_PASSWORD_PREVIOUS,
+    optional), nothing else of its Secret."""
+    env = []
+    for owner in OWNERS:
+        for key, optional in (("REDIS_PASSWORD", False), ("REDIS_PASSWORD_PREVIOUS", True)):
+            ref: Obj = {"name": owner_secret(owner), "key": key}
+            if optional:
+                ref["optional"] = True
+            env.append(
+                {
+                    "name": password_variable(owner) + key.removeprefix("REDIS_PASSWORD"),
+                    "valueFrom": {"secretKeyRef": ref},
+                }
+            )
+    return env
