@@ -8,6 +8,8 @@ import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from common.messaging.routing import SERVICES
+from deploy.gateway.routes import FLOWER
 from deploy.local import processes
 
 Obj = dict[str, Any]
@@ -18,7 +20,6 @@ METRICS_PORT = 9100
 FLOWER_PORT = 5555
 UID = 10001  # the image's non-root user (deploy/docker/Dockerfile)
 CONFIG = "cafe-config"
-SECRETS = "cafe-secrets"
 EXPORTER = "cafe-metrics-exporter"
 MULTIPROC_DIR = "/var/run/prometheus"
 READY_FILE = "/tmp/ready"  # noqa: S108 — an emptyDir of the pod's own
@@ -39,6 +40,44 @@ TOKEN_KEYS = "customer-token-keys"  # noqa: S105 — a Secret's name
 
 def signing_secret(service: str) -> str:
     return f"{service}-message-key"
+
+
+# Who owns a pod: one of the four services, or Flower. Each owner has a ServiceAccount (Istio's
+# mTLS identity, which the AuthorizationPolicies name) and a Secret of its own, and a pod gets
+# its owner's and no other's.
+OWNERS = (*SERVICES, FLOWER)
+# The keys of an owner's Secret (the overlay provides the values, README "Kubernetes"). Passwords
+# go into URLs below, so they must be URL-safe (e.g. `openssl rand -hex 32`).
+SERVICE_SECRET_KEYS = ("SECRET_KEY", "DATABASE_PASSWORD", "REDIS_PASSWORD", "ADMIN_PASSWORD")
+FLOWER_SECRET_KEYS = ("SECRET_KEY", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH")
+
+
+def secret_keys(owner: str) -> tuple[str, ...]:
+    return FLOWER_SECRET_KEYS if owner == FLOWER else SERVICE_SECRET_KEYS
+
+
+def owner_secret(owner: str) -> str:
+    """The Secret holding ``owner``'s passwords and Django SECRET_KEY."""
+    return f"{owner}-secrets"
+
+
+def service_account_name(owner: str) -> str:
+    return owner
+
+
+def service_account(owner: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": service_account_name(owner)},
+        # An identity for mTLS only: the apps never call the Kubernetes API.
+        "automountServiceAccountToken": False,
+    }
+
+
+def redis_user(owner: str) -> str:
+    """The Redis ACL user ``owner`` logs in as."""
+    return owner
 
 
 def name_labels(name: str, service: str, component: str) -> dict[str, str]:
@@ -88,25 +127,38 @@ def resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> Obj:
     }
 
 
-def env(*extra: tuple[str, str]) -> list[Obj]:
+def env(owner: str, *extra: tuple[str, str]) -> list[Obj]:
+    """The URLs ``owner`` connects with, composed from the ConfigMap's addresses and the
+    passwords in its own Secret (both come in through envFrom, so `$(…)` expands them): one
+    password serves the URL and KEDA's Redis scaler alike, and no URL is written down twice."""
     pairs = [
-        # Composed here so KEDA's Redis scaler and the apps read one address from the ConfigMap.
-        ("REDIS_URL", "redis://$(REDIS_ADDRESS)/0"),
-        ("PROMETHEUS_MULTIPROC_DIR", MULTIPROC_DIR),
-        *extra,
+        ("REDIS_USERNAME", redis_user(owner)),
+        ("REDIS_URL", "redis://$(REDIS_USERNAME):$(REDIS_PASSWORD)@$(REDIS_ADDRESS)/0"),
     ]
+    if owner in SERVICES:
+        # Its own login role, which owns its own database and no other.
+        pairs.append(
+            (
+                f"{owner.upper()}_DATABASE_URL",
+                f"postgres://{owner}:$(DATABASE_PASSWORD)@$(DATABASE_HOST):$(DATABASE_PORT)/{owner}",
+            )
+        )
+    pairs += [("PROMETHEUS_MULTIPROC_DIR", MULTIPROC_DIR), *extra]
     return [{"name": k, "value": v} for k, v in pairs]
 
 
-def container(name: str, args: list[str], res: Obj, *extra_env: tuple[str, str]) -> Obj:
+def container(owner: str, name: str, args: list[str], res: Obj, *extra_env: tuple[str, str]) -> Obj:
     return {
         "name": name,
         "image": IMAGE,
         # Overlays pin an immutable tag (`images:`); a locally built image is never pulled.
         "imagePullPolicy": "IfNotPresent",
         "args": args,
-        "envFrom": [{"configMapRef": {"name": CONFIG}}, {"secretRef": {"name": SECRETS}}],
-        "env": env(*extra_env),
+        "envFrom": [
+            {"configMapRef": {"name": CONFIG}},
+            {"secretRef": {"name": owner_secret(owner)}},
+        ],
+        "env": env(owner, *extra_env),
         "resources": res,
         "securityContext": security_context(),
         "volumeMounts": [
@@ -153,6 +205,7 @@ def wait_for_migrations(service: str) -> Obj:
     """Start a process only once the migration Job has migrated its database: a new image never
     runs against the old schema. Fails (and is retried with backoff) until then."""
     return container(
+        service,
         "migrated",
         ["python", "manage.py", "migrate", "--check", f"--settings={service}.settings"],
         resources("50m", "128Mi", "500m", "256Mi"),
@@ -184,6 +237,7 @@ def exporter() -> Obj:
 
 
 def pod(
+    owner: str,
     labels: dict[str, str],
     containers: list[Obj],
     *,
@@ -199,7 +253,8 @@ def pod(
     if any(c["name"] == "metrics" for c in containers):
         volumes.append({"name": "exporter", "configMap": {"name": EXPORTER}})
     spec: Obj = {
-        # The apps never call the Kubernetes API.
+        # The owner's identity under mTLS; the apps never call the Kubernetes API.
+        "serviceAccountName": service_account_name(owner),
         "automountServiceAccountToken": False,
         # Service links would inject e.g. FLOWER_PORT=tcp://…, which Flower reads as its port.
         "enableServiceLinks": False,
@@ -259,7 +314,7 @@ def web(service: str) -> list[Obj]:
     name = f"{service}-web"
     labels = name_labels(name, service, "web")
     main = container(
-        name="web", args=web_args(service), res=resources("100m", "256Mi", "1", "512Mi")
+        service, name="web", args=web_args(service), res=resources("100m", "256Mi", "1", "512Mi")
     )
     # Kubelet's probes come with the pod's IP as Host; Django only accepts ALLOWED_HOSTS.
     host = [{"name": "Host", "value": "localhost"}]
@@ -287,6 +342,7 @@ def web(service: str) -> list[Obj]:
     }
     template = with_message_keys(
         pod(
+            service,
             labels,
             [main],
             metrics=(WEB_PORT, f"/{service}/metrics"),
@@ -327,12 +383,13 @@ def consumer(service: str, kind: str, args: list[str], res: Obj, *, replicas: in
     has nothing cheaper; a crashed process exits and is restarted anyway."""
     name = f"{service}-{kind}"
     labels = name_labels(name, service, kind)
-    main = container(kind, args, res, ("READY_FILE", READY_FILE))
+    main = container(service, kind, args, res, ("READY_FILE", READY_FILE))
     main["readinessProbe"] = {
         "exec": {"command": ["/bin/sh", "-c", 'test -e "$READY_FILE"']},
         "periodSeconds": 5,
     }
     template = pod(
+        service,
         labels,
         [main, exporter()],
         metrics=(METRICS_PORT, "/metrics"),
@@ -365,22 +422,24 @@ def beat() -> Obj:
     labels = name_labels(name, "orchestrator", "beat")
     schedule = Path("/tmp/celerybeat-schedule")  # noqa: S108 — the pod's emptyDir
     args = in_image(processes.beat_command("/", schedule))
-    main = container("beat", args, resources("20m", "128Mi", "200m", "256Mi"))
+    main = container("orchestrator", "beat", args, resources("20m", "128Mi", "200m", "256Mi"))
     # Beat only sends tasks; what they do is measured by the workers that run them.
-    template = pod(labels, [main], metrics=None, init=[wait_for_migrations("orchestrator")])
+    template = pod(
+        "orchestrator", labels, [main], metrics=None, init=[wait_for_migrations("orchestrator")]
+    )
     # Exactly one beat, also during a rollout: two would send every periodic task twice.
     return deployment(name, labels, template, replicas=1, strategy={"type": "Recreate"})
 
 
 def flower() -> list[Obj]:
-    name = "flower"
+    name = FLOWER
     labels = name_labels(name, "flower", "flower")
     # Reached through its sidecar at the pod's address, so not only on 127.0.0.1.
     args = [
         "--address=0.0.0.0" if a.startswith("--address=") else a
         for a in in_image(processes.flower_command("/", FLOWER_PORT))
     ]
-    main = container("flower", args, resources("50m", "128Mi", "500m", "256Mi"))
+    main = container(FLOWER, "flower", args, resources("50m", "128Mi", "500m", "256Mi"))
     # Flower's healthcheck is outside its basic auth (FLOWER_BASIC_AUTH, from the Secret).
     probe = {"httpGet": {"path": "/flower/healthcheck", "port": "http"}, "periodSeconds": 10}
     main |= {
@@ -388,8 +447,9 @@ def flower() -> list[Obj]:
         "readinessProbe": probe,
         "livenessProbe": probe | {"failureThreshold": 3},
     }
-    template = pod(labels, [main], metrics=None)
+    template = pod(FLOWER, labels, [main], metrics=None)
     return [
+        service_account(FLOWER),
         deployment(name, labels, template, replicas=1),
         {
             "apiVersion": "v1",
@@ -414,11 +474,12 @@ def migrate(service: str) -> Obj:
     name = f"{service}-migrate"
     labels = name_labels(name, service, "migrate")
     main = container(
+        service,
         "migrate",
         in_image(f"python manage.py bootstrap --settings={service}.settings"),
         resources("100m", "256Mi", "1", "512Mi"),
     )
-    template = pod(labels, [main], metrics=None, restart="OnFailure")
+    template = pod(service, labels, [main], metrics=None, restart="OnFailure")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -7,6 +7,7 @@ from common.messaging.routing import SERVICES
 from deploy.gateway import policy
 from deploy.gateway.routes import FLOWER, Listener, Route, routes_of
 from deploy.k8s.manifests import FLOWER_PORT, WEB_PORT, Obj, name_labels
+from deploy.k8s.security import TLS_SECRET
 
 GATEWAY = "cafe-gateway"
 
@@ -24,7 +25,23 @@ def gateway() -> Obj:
             # The ingress gateway that `istioctl install` deploys in istio-system.
             "selector": {"istio": "ingressgateway"},
             "servers": [
-                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}
+                # TLS ends here, with the certificate the overlay's cert-manager Certificate
+                # keeps in the ingress gateway's namespace (security.TLS_SECRET).
+                {
+                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                    "hosts": ["*"],
+                    "tls": {
+                        "mode": "SIMPLE",
+                        "credentialName": TLS_SECRET,
+                        "minProtocolVersion": "TLSV1_2",
+                    },
+                },
+                # Plain HTTP only says where to go instead (301 to https).
+                {
+                    "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                    "hosts": ["*"],
+                    "tls": {"httpsRedirect": True},
+                },
             ],
         },
     }
@@ -168,8 +185,11 @@ def scaled_object(service: str) -> Obj:
                     "type": "redis",
                     "metadata": {
                         # The queue is a Redis list named after the service (Celery's Redis
-                        # transport); the address is the worker's own REDIS_ADDRESS.
+                        # transport); the address and login are the worker's own (its REDIS_URL
+                        # is composed of the same three).
                         "addressFromEnv": "REDIS_ADDRESS",
+                        "usernameFromEnv": "REDIS_USERNAME",
+                        "passwordFromEnv": "REDIS_PASSWORD",
                         "databaseIndex": "0",
                         "listName": service,
                         "listLength": "50",

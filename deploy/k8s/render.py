@@ -30,6 +30,11 @@ CUSTOM_KINDS = {
     "PeerAuthentication": "peerauthentication",
     "ScaledObject": "scaledobject",
     "Telemetry": "telemetry",
+    "AuthorizationPolicy": "authorizationpolicy",
+    "RequestAuthentication": "requestauthentication",
+    "EnvoyFilter": "envoyfilter",
+    "Certificate": "certificate",
+    "Issuer": "issuer",
 }
 
 
