@@ -92,7 +92,7 @@ def consume(self: Task, *args: Any, **kwargs: Any) -> str:
 class Parked(Reject):
     """A task message some of whose envelopes went to the dead-letter table. It is acknowledged
     as a handled one is (``requeue=False``: the letter holds the envelope), but Celery reports
-    it as rejected rather than succeeded, so Flower shows the task as what it is."""
+    it as failed (then rejected) rather than succeeded, so Flower shows the task as what it is."""
 
     def __init__(self, fates: str) -> None:
         super().__init__(f"dead-lettered ({fates})", requeue=False)
