@@ -8,7 +8,8 @@ service and may touch only the keys they use:
 
 - its own queue (``<service>``): read and write; the queues its messages go to (the contract's
   routes, plus every queue for the orchestrator's beat, which schedules each service's
-  housekeeping): write only, so ``LPUSH`` works and ``LPOP``/``LLEN``/``BLMOVE`` do not;
+  housekeeping): ``LPUSH`` only, in a selector of its own (Redis 7), so that ``LPOP``,
+  ``LRANGE``, ``BLMOVE``, ``LREM``, ``DEL`` and even ``LLEN`` there are refused;
 - its kombu bookkeeping, all under ``_kombu.<service>.``: the unacknowledged messages
   (``unacked``, ``unacked_index``, ``unacked_mutex``), the consumers' processing lists, their
   registry and leases (see :func:`broker_keys`, given to kombu as transport options), and its
@@ -22,7 +23,7 @@ Commands are listed one by one (``-@all`` first): no ``FLUSHALL``, ``FLUSHDB``, 
 ``CLIENT`` or ``SUBSCRIBE`` for any service. Scripts (``EVAL``, used by the consumer's give-back)
 run with the caller's permissions: a key a script touches must be allowed too.
 
-Key permissions ``%R~``/``%W~`` need Redis 7.0 or later.
+Selectors and key permissions ``%R~``/``%W~`` need Redis 7.0 or later.
 """
 
 from __future__ import annotations
@@ -85,18 +86,9 @@ SERVICE_COMMANDS: Final = (
 )
 # Django's RedisCache as django-ratelimit drives it: add (SET NX), get, incr, and expiry.
 CACHE_COMMANDS: Final = ("incr", "expire", "pexpire", "ttl")
-# Flower: queue lengths on its Broker page, and the event stream (its event receiver binds a
-# queue to the event exchange and subscribes to its channel).
-FLOWER_COMMANDS: Final = (
-    "ping",
-    "select",
-    "llen",
-    "sadd",
-    "srem",
-    "smembers",
-    "psubscribe",
-    "punsubscribe",
-)
+# Flower (with its own app, common.messaging.flower): queue lengths on its Broker page (one
+# pipeline of LLENs, in MULTI/EXEC), and the event stream.
+FLOWER_COMMANDS: Final = ("ping", "select", "multi", "exec", "llen", "psubscribe", "punsubscribe")
 
 
 def broker_keys(service: str) -> dict[str, str]:
@@ -148,8 +140,6 @@ def rules(user: str, *, db: int = 0) -> list[str]:
             "-@all",
             *(f"+{command}" for command in FLOWER_COMMANDS),
             *(f"%R~{queue}" for queue in SERVICES),
-            f"~_kombu.binding.{EVENT_EXCHANGE}",
-            f"~_kombu.binding_permanent.{EVENT_EXCHANGE}",
             f"&{event_channel(db)}",
         ]
     if user not in SERVICES:
@@ -166,8 +156,10 @@ def rules(user: str, *, db: int = 0) -> list[str]:
         f"~_kombu.binding_permanent.{user}",
         f"~outbox:epoch:{user}",
         *([f"~{user}:*"] if user in CACHE_USERS else []),
-        *(f"%W~{queue}" for queue in destinations(user)),
         f"&{event_channel(db)}",
+        # A selector of its own: on the queues its messages go to, LPUSH and nothing else (with
+        # the commands above, a write permission there would also allow DEL and LREM).
+        f"({' '.join(['+lpush', *(f'%W~{queue}' for queue in destinations(user))])})",
     ]
 
 
