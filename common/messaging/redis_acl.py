@@ -84,8 +84,9 @@ SERVICE_COMMANDS: Final = (
     "eval",
     "publish",
 )
-# Django's RedisCache as django-ratelimit drives it: add (SET NX), get, incr, and expiry.
-CACHE_COMMANDS: Final = ("incr", "expire", "pexpire", "ttl")
+# Django's RedisCache as django-ratelimit drives it: add (SET NX EX), get, incr (EXISTS, INCRBY),
+# delete, touch (EXPIRE).
+CACHE_COMMANDS: Final = ("incrby", "expire")
 # Flower (with its own app, common.messaging.flower): queue lengths on its Broker page (one
 # pipeline of LLENs, in MULTI/EXEC), and the event stream.
 FLOWER_COMMANDS: Final = ("ping", "select", "multi", "exec", "llen", "psubscribe", "punsubscribe")
