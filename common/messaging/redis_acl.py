@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from common.messaging.contract import MESSAGES, route_of
+from common.messaging.contract import COMMANDER, MESSAGES, route_of
 from common.messaging.routing import SERVICES
 
 FLOWER: Final = "flower"
@@ -63,7 +63,6 @@ SERVICE_COMMANDS: Final = (
     "lpush",
     "rpush",
     "llen",
-    "lindex",
     "lrem",
     "lmove",
     "blmove",
@@ -79,11 +78,13 @@ SERVICE_COMMANDS: Final = (
     "zrem",
     "zrange",
     "sadd",
-    "srem",
     "smembers",
     "eval",
     "publish",
 )
+# The orchestrator's admission control reads the head of its queue (LINDEX), to see how long
+# the next reply has waited.
+ADMISSION_COMMANDS: Final = ("lindex",)
 # Django's RedisCache as django-ratelimit drives it: add (SET NX EX), get, incr (EXISTS, INCRBY),
 # delete, touch (EXPIRE).
 CACHE_COMMANDS: Final = ("incrby", "expire")
@@ -145,7 +146,11 @@ def rules(user: str, *, db: int = 0) -> list[str]:
         ]
     if user not in SERVICES:
         raise ValueError(f"unknown Redis user {user!r}")
-    commands = SERVICE_COMMANDS + (CACHE_COMMANDS if user in CACHE_USERS else ())
+    commands = (
+        SERVICE_COMMANDS
+        + (ADMISSION_COMMANDS if user == COMMANDER else ())
+        + (CACHE_COMMANDS if user in CACHE_USERS else ())
+    )
     return [
         "resetkeys",
         "resetchannels",

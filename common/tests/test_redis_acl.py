@@ -137,6 +137,10 @@ def test_only_the_customer_service_has_a_cache() -> None:
     assert not any(p.endswith(":*") for s in SERVICES[1:] for p in key_patterns(rules(s)))
 
 
+def test_only_the_orchestrator_reads_its_queue_head_for_admission_control() -> None:
+    assert [s for s in SERVICES if "lindex" in commands(rules(s))] == ["orchestrator"]
+
+
 def test_flower_may_read_queue_lengths_and_events_and_write_nothing() -> None:
     tokens = rules(FLOWER, db=3)
 

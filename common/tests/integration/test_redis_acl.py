@@ -21,6 +21,8 @@ import redis
 from celery import current_app
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from account.accounts.models import Account, LedgerEntry
 from common.messaging.celery import housekeeping_schedule, make_celery_app
@@ -76,6 +78,11 @@ def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
         stop_private_redis(data, port)
 
 
+def login(port: int, username: str | None = None, password: str | None = None) -> redis.Redis:
+    """A client that gives up at once when its login is refused (redis-py retries by default)."""
+    return redis.Redis(port=port, username=username, password=password, retry=Retry(NoBackoff(), 0))
+
+
 def refused(call: Callable[..., object], *args: object) -> None:
     with pytest.raises(redis.exceptions.NoPermissionError):
         call(*args)
@@ -90,12 +97,12 @@ def test_the_passwords_and_the_aclfile_are_for_their_owner_only(acl_redis: AclRe
 
 
 def test_without_a_user_nothing_is_allowed(acl_redis: AclRedis) -> None:
-    anonymous = redis.Redis(port=acl_redis.port, socket_timeout=5)
+    anonymous = login(acl_redis.port)
 
     with pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=acl_redis.port, username="account", password="guess").ping()
+        login(acl_redis.port, "account", "guess").ping()
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -191,7 +198,7 @@ def test_the_customer_services_cache_is_its_own(acl_redis: AclRedis) -> None:
 
 def test_a_password_is_rotated_with_two_accepted_for_a_while(acl_redis: AclRedis) -> None:
     old = acl_redis.client("account")
-    new = redis.Redis(port=acl_redis.port, username="account", password="the-new-password")
+    new = login(acl_redis.port, "account", "the-new-password")
 
     acl_redis.admin.execute_command("ACL", "SETUSER", "account", ">the-new-password")  # both
     assert old.ping() and new.ping()
@@ -200,7 +207,7 @@ def test_a_password_is_rotated_with_two_accepted_for_a_while(acl_redis: AclRedis
 
     assert new.ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=acl_redis.port, username="account", password=old_password).ping()
+        login(acl_redis.port, "account", old_password).ping()
     refused(new.lpop, "orchestrator")  # its rules are unchanged
 
 
