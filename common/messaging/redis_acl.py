@@ -8,7 +8,8 @@ service and may touch only the keys they use:
 
 - its own queue (``<service>``): read and write; the queues its messages go to (the contract's
   routes, plus every queue for the orchestrator's beat, which schedules each service's
-  housekeeping): write only, so ``LPUSH`` works and ``LPOP``/``LLEN``/``BLMOVE`` do not;
+  housekeeping): ``LPUSH`` only, in a selector of its own (Redis 7), so that ``LPOP``,
+  ``LRANGE``, ``BLMOVE``, ``LREM``, ``DEL`` and even ``LLEN`` there are refused;
 - its kombu bookkeeping, all under ``_kombu.<service>.``: the unacknowledged messages
   (``unacked``, ``unacked_index``, ``unacked_mutex``), the consumers' processing lists, their
   registry and leases (see :func:`broker_keys`, given to kombu as transport options), and its
@@ -22,7 +23,7 @@ Commands are listed one by one (``-@all`` first): no ``FLUSHALL``, ``FLUSHDB``, 
 ``CLIENT`` or ``SUBSCRIBE`` for any service. Scripts (``EVAL``, used by the consumer's give-back)
 run with the caller's permissions: a key a script touches must be allowed too.
 
-Key permissions ``%R~``/``%W~`` need Redis 7.0 or later.
+Selectors and key permissions ``%R~``/``%W~`` need Redis 7.0 or later.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from common.messaging.contract import MESSAGES, route_of
+from common.messaging.contract import COMMANDER, MESSAGES, route_of
 from common.messaging.routing import SERVICES
 
 FLOWER: Final = "flower"
@@ -62,7 +63,6 @@ SERVICE_COMMANDS: Final = (
     "lpush",
     "rpush",
     "llen",
-    "lindex",
     "lrem",
     "lmove",
     "blmove",
@@ -78,25 +78,19 @@ SERVICE_COMMANDS: Final = (
     "zrem",
     "zrange",
     "sadd",
-    "srem",
     "smembers",
     "eval",
     "publish",
 )
-# Django's RedisCache as django-ratelimit drives it: add (SET NX), get, incr, and expiry.
-CACHE_COMMANDS: Final = ("incr", "expire", "pexpire", "ttl")
-# Flower: queue lengths on its Broker page, and the event stream (its event receiver binds a
-# queue to the event exchange and subscribes to its channel).
-FLOWER_COMMANDS: Final = (
-    "ping",
-    "select",
-    "llen",
-    "sadd",
-    "srem",
-    "smembers",
-    "psubscribe",
-    "punsubscribe",
-)
+# The orchestrator's admission control reads the head of its queue (LINDEX), to see how long
+# the next reply has waited.
+ADMISSION_COMMANDS: Final = ("lindex",)
+# Django's RedisCache as django-ratelimit drives it: add (SET NX EX), get, incr (EXISTS, INCRBY),
+# delete, touch (EXPIRE).
+CACHE_COMMANDS: Final = ("incrby", "expire")
+# Flower (with its own app, common.messaging.flower): queue lengths on its Broker page (one
+# pipeline of LLENs, in MULTI/EXEC), and the event stream.
+FLOWER_COMMANDS: Final = ("ping", "select", "multi", "exec", "llen", "psubscribe", "punsubscribe")
 
 
 def broker_keys(service: str) -> dict[str, str]:
@@ -148,13 +142,15 @@ def rules(user: str, *, db: int = 0) -> list[str]:
             "-@all",
             *(f"+{command}" for command in FLOWER_COMMANDS),
             *(f"%R~{queue}" for queue in SERVICES),
-            f"~_kombu.binding.{EVENT_EXCHANGE}",
-            f"~_kombu.binding_permanent.{EVENT_EXCHANGE}",
             f"&{event_channel(db)}",
         ]
     if user not in SERVICES:
         raise ValueError(f"unknown Redis user {user!r}")
-    commands = SERVICE_COMMANDS + (CACHE_COMMANDS if user in CACHE_USERS else ())
+    commands = (
+        SERVICE_COMMANDS
+        + (ADMISSION_COMMANDS if user == COMMANDER else ())
+        + (CACHE_COMMANDS if user in CACHE_USERS else ())
+    )
     return [
         "resetkeys",
         "resetchannels",
@@ -166,8 +162,10 @@ def rules(user: str, *, db: int = 0) -> list[str]:
         f"~_kombu.binding_permanent.{user}",
         f"~outbox:epoch:{user}",
         *([f"~{user}:*"] if user in CACHE_USERS else []),
-        *(f"%W~{queue}" for queue in destinations(user)),
         f"&{event_channel(db)}",
+        # A selector of its own: on the queues its messages go to, LPUSH and nothing else (with
+        # the commands above, a write permission there would also allow DEL and LREM).
+        f"({' '.join(['+lpush', *(f'%W~{queue}' for queue in destinations(user))])})",
     ]
 
 
