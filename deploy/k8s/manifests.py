@@ -434,10 +434,11 @@ def beat() -> Obj:
 def flower() -> list[Obj]:
     name = FLOWER
     labels = name_labels(name, "flower", "flower")
-    # Reached through its sidecar at the pod's address, so not only on 127.0.0.1.
+    # Reached through its sidecar at the pod's address, so not only on 127.0.0.1. Its own
+    # Django-free app (as make up and compose run it): it needs no service's settings or secrets.
     args = [
         "--address=0.0.0.0" if a.startswith("--address=") else a
-        for a in in_image(processes.flower_command("/", FLOWER_PORT))
+        for a in in_image(processes.flower_command("/", FLOWER_PORT, app=processes.FLOWER_APP))
     ]
     main = container(FLOWER, "flower", args, resources("50m", "128Mi", "500m", "256Mi"))
     # Flower's healthcheck is outside its basic auth (FLOWER_BASIC_AUTH, from the Secret).
