@@ -57,14 +57,18 @@ class Compose:
     def operator_url(self) -> str:
         return f"http://127.0.0.1:{PORT_BASE + 100}"
 
-    def run(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+    def call(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         argv = ["docker-compose", "-p", PROJECT, "--env-file", str(WORKDIR / ".env"), *args]
-        result = subprocess.run(
+        return subprocess.run(
             argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
+
+    def run(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        result = self.call(*args, timeout=timeout)
         if check and result.returncode != 0:
             pytest.fail(
-                f"{' '.join(argv)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+                f"docker-compose {' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
+                f"{result.stderr[-4000:]}"
             )
         return result.stdout + result.stderr
 
@@ -175,7 +179,15 @@ def compose() -> Iterator[Compose]:
     running = Compose(env=env, secrets=prepare.parse((WORKDIR / ".env").read_text()))
     running.run("down", "-v", "--remove-orphans", check=False)
     try:
-        running.run("up", "-d", "--build", timeout=BUILD_TIMEOUT_S)
+        up = running.call("up", "-d", "--build", timeout=BUILD_TIMEOUT_S)
+        if up.returncode != 0:
+            states = {name: _state(c) for name, c in running.containers().items()}
+            pytest.fail(
+                f"docker-compose up failed: {up.stderr[-3000:]}\n{states}\n"
+                + running.logs(
+                    *(n for n, st in states.items() if st not in {"healthy", "exited 0"})
+                )[-6000:]
+            )
         _wait_healthy(running)
         yield running
     finally:
