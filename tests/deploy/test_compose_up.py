@@ -42,6 +42,8 @@ ITEMS = [{"menu_item_id": 1, "quantity": 2}]
 BUILD_TIMEOUT_S = 1800
 HEALTHY_TIMEOUT_S = 300
 WEB = tuple(f"{service}-web" for service in SERVICES)
+# Each gateway's public and operator port on the host (the nginx profile runs both).
+GATEWAY_PORTS = {"envoy": (PORT_BASE, PORT_BASE + 100), "nginx": (PORT_BASE + 80, PORT_BASE + 180)}
 
 
 @dataclass
@@ -51,14 +53,12 @@ class Compose:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{PORT_BASE}"
-
-    @property
-    def operator_url(self) -> str:
-        return f"http://127.0.0.1:{PORT_BASE + 100}"
+        return f"http://127.0.0.1:{GATEWAY_PORTS['envoy'][0]}"
 
     def call(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        argv = ["docker-compose", "-p", PROJECT, "--env-file", str(WORKDIR / ".env"), *args]
+        # The nginx profile too: the access checks run through both gateways.
+        project = ["-p", PROJECT, "--env-file", str(WORKDIR / ".env"), "--profile", "nginx"]
+        argv = ["docker-compose", *project, *args]
         return subprocess.run(
             argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -166,10 +166,10 @@ def compose() -> Iterator[Compose]:
         # docker-py's build through the engine's own builder, as the stand-ins were built.
         "COMPOSE_DOCKER_CLI_BUILD": "0",
         "DOCKER_BUILDKIT": "0",
-        "GATEWAY_PORT": str(PORT_BASE),
-        "OPERATOR_PORT": str(PORT_BASE + 100),
-        "NGINX_PORT": str(PORT_BASE + 80),
-        "NGINX_OPERATOR_PORT": str(PORT_BASE + 180),
+        "GATEWAY_PORT": str(GATEWAY_PORTS["envoy"][0]),
+        "OPERATOR_PORT": str(GATEWAY_PORTS["envoy"][1]),
+        "NGINX_PORT": str(GATEWAY_PORTS["nginx"][0]),
+        "NGINX_OPERATOR_PORT": str(GATEWAY_PORTS["nginx"][1]),
         "CAFE_IMAGE": f"{PROJECT}/backend:latest",
         "MESSAGE_KEYS_DIR": str(WORKDIR / "message-keys"),
         "TOKEN_KEYS_HOST_DIR": str(WORKDIR / "token-keys"),
@@ -257,12 +257,17 @@ def test_checkout_cancellation_and_another_customers_view(cafe: Cafe) -> None:
 # --- operator surfaces: on the operator listener only ----------------------------------------------
 
 
-def test_operator_surfaces_are_on_the_operator_listener_only(compose: Compose) -> None:
+@pytest.mark.parametrize("gateway", ["envoy", "nginx"])
+def test_operator_surfaces_are_on_the_operator_listener_only(
+    compose: Compose, gateway: str
+) -> None:
+    public_port, operator_port = GATEWAY_PORTS[gateway]
     user, _, password = compose.secrets["FLOWER_BASIC_AUTH"].partition(":")
     with (
-        httpx.Client(base_url=compose.url, timeout=15.0) as public,
-        httpx.Client(base_url=compose.operator_url, timeout=15.0) as operator,
+        httpx.Client(base_url=f"http://127.0.0.1:{public_port}", timeout=15.0) as public,
+        httpx.Client(base_url=f"http://127.0.0.1:{operator_port}", timeout=15.0) as operator,
     ):
+        assert public.get("/api/v1/menu").status_code == 200
         for service in SERVICES:
             assert public.get(f"/{service}/healthz").status_code == 200, service
             for path in (f"/{service}/admin/login/", f"/{service}/readyz", f"/{service}/metrics"):
