@@ -29,6 +29,13 @@ visibility-timeout sweep hands it out again once Redis takes writes. That sweep 
 same refusal, and so does taking a message (``BLMOVE`` is a write): the message stays on its
 queue, or in the processing list, and the worker waits a moment and tries again.
 
+Every key of this bookkeeping (processing lists, their registry, leases, the unacknowledged
+hash, its index and mutex) is named under the transport option ``processing_prefix`` and
+kombu's ``unacked_*_key`` options: one prefix per service, so that each service's Redis user
+reaches only its own (common.messaging.redis_acl). The visibility-timeout sweep's mutex is
+released with ``EVAL``, not redis-py's ``Lock`` (its ``EVALSHA`` falls back to ``SCRIPT LOAD``,
+which no service user may run).
+
 Selected with ``broker_transport`` in ``common.messaging.celery``; the broker URL stays
 ``redis://``.
 """
@@ -51,8 +58,8 @@ from kombu.utils.json import loads
 
 logger = logging.getLogger(__name__)
 
-#: processing list -> JSON ``[lease key, queue]`` of every consumer that may hold messages.
-PROCESSING_REGISTRY = "_kombu.processing"
+#: The default prefix of the keys below (one service's own prefix in ``processing_prefix``).
+DEFAULT_PREFIX = "_kombu."
 #: How long a consumer refused by Redis (full, read-only) waits before it tries again.
 REFUSED_PAUSE_S = 1.0
 
@@ -75,10 +82,16 @@ for i = 1, #entries, 2 do
 end
 return given
 """
+# Lets go of the sweep's mutex only if this consumer still holds it (as redis-py's Lock does).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class QoS(redis.QoS):
     channel: Channel
+    _vrestore_count: int  # set by kombu's QoS, missing from its type stubs
 
     def append(self, message: Any, delivery_tag: str) -> None:
         taken, self.channel._taken = self.channel._taken, None
@@ -118,9 +131,37 @@ class QoS(redis.QoS):
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         try:
             self.channel.give_back_abandoned()
-            super().restore_visible(start=start, num=num, interval=interval)
+            self._restore_visible(start=start, num=num, interval=interval)
         except redis_py.ResponseError as refused:
             logger.warning("could not restore unacknowledged messages yet (%s)", refused)
+
+    def _restore_visible(self, *, start: int, num: int, interval: int) -> None:
+        """kombu's sweep (every ``interval``-th call: messages unacknowledged for longer than
+        the visibility timeout go back to their queue), under a mutex taken with ``SET NX``
+        and released with ``EVAL``."""
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        token = uuid.uuid4().hex
+        with self.channel.conn_or_acquire() as client:
+            if not client.set(self.unacked_mutex_key, token, nx=True, ex=self.unacked_mutex_expire):
+                return  # another worker is sweeping
+            try:
+                ceil = time.time() - self.visibility_timeout
+                visible = client.zrange(
+                    self.unacked_index_key,
+                    ceil,
+                    0,
+                    desc=True,
+                    byscore=True,
+                    offset=start if num else None,
+                    num=num or None,
+                    withscores=True,
+                )
+                for tag, _score in visible or []:
+                    self.restore_by_tag(tag, client)
+            finally:
+                client.eval(_RELEASE, 1, self.unacked_mutex_key, token)
 
 
 class Channel(redis.Channel):
@@ -129,7 +170,13 @@ class Channel(redis.Channel):
     priority_steps = [0]
     #: Seconds a consumer's processing list stays its own without renewal.
     processing_lease = 30
-    from_transport_options = (*redis.Channel.from_transport_options, "processing_lease")
+    #: Where this service's processing lists, their registry and the leases live.
+    processing_prefix = DEFAULT_PREFIX
+    from_transport_options = (
+        *redis.Channel.from_transport_options,
+        "processing_lease",
+        "processing_prefix",
+    )
 
     _side_client: Any = None
     # Set by kombu's channel, missing from its type stubs.
@@ -149,11 +196,17 @@ class Channel(redis.Channel):
             raise ValueError("this transport does not take a global_keyprefix")
 
     @property
+    def registry_key(self) -> str:
+        """processing list -> JSON ``[lease key, queue]`` of every consumer (of this service)
+        that may hold messages."""
+        return f"{self.processing_prefix}processing"
+
+    @property
     def lease_key(self) -> str:
-        return f"_kombu.lease.{self._consumer_id}"
+        return f"{self.processing_prefix}lease.{self._consumer_id}"
 
     def processing_key(self, queue: str) -> str:
-        return f"_kombu.processing.{self._consumer_id}.{queue}"
+        return f"{self.processing_prefix}processing.{self._consumer_id}.{queue}"
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -190,7 +243,7 @@ class Channel(redis.Channel):
                 pipe.set(self.lease_key, 1, ex=self.processing_lease)
                 for queue in self.active_queues:
                     pipe.hset(
-                        PROCESSING_REGISTRY,
+                        self.registry_key,
                         self.processing_key(queue),
                         json.dumps([self.lease_key, queue]),
                     )
@@ -245,7 +298,7 @@ class Channel(redis.Channel):
         return given
 
     def _give_back(self, client: Any, own: list[str]) -> int:
-        return int(client.eval(_GIVE_BACK, 1, PROCESSING_REGISTRY, *own))
+        return int(client.eval(_GIVE_BACK, 1, self.registry_key, *own))
 
     def close(self) -> None:
         if not self.closed:
@@ -263,7 +316,7 @@ class Channel(redis.Channel):
             with self.conn_or_acquire() as client:
                 self._give_back(client, own)
                 with client.pipeline() as pipe:
-                    pipe.hdel(PROCESSING_REGISTRY, *own)
+                    pipe.hdel(self.registry_key, *own)
                     pipe.delete(self.lease_key)
                     pipe.execute()
         except failures as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_prerun, worker_init, worker_process_init, worker_ready
 
+from common.messaging.redis_acl import broker_keys
 from common.messaging.routing import SERVICES
 
 # Longer than any task may run or wait (retry countdowns stay well below it), so Redis never
@@ -21,14 +22,20 @@ VISIBILITY_TIMEOUT_S = 300
 PROCESSING_LEASE_S = 30
 
 
-def transport_options(visibility_timeout_s: int) -> dict[str, int]:
+def transport_options(service: str, visibility_timeout_s: int) -> dict[str, Any]:
     """Redis hands an unacknowledged message (its worker died) out again after the visibility
     timeout; kombu sweeps for such messages every interval × throttle seconds (100 s by default),
     which a short timeout (in tests) shortens to match. A consumer's lease on the messages it is
-    taking is never longer than the visibility timeout (see common.messaging.broker)."""
-    options = {
+    taking is never longer than the visibility timeout (see common.messaging.broker).
+
+    The service's bookkeeping keys are its own (``broker_keys``), so that its Redis user can be
+    kept off every other service's; one list per queue (``priority_steps``), which Flower reads
+    from here to know which lists a queue has."""
+    options: dict[str, Any] = {
         "visibility_timeout": visibility_timeout_s,
         "processing_lease": min(PROCESSING_LEASE_S, visibility_timeout_s),
+        "priority_steps": [0],
+        **broker_keys(service),
     }
     if visibility_timeout_s < 60:
         options |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
@@ -69,7 +76,7 @@ def make_celery_app(service: str) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(
-            int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT_S))
+            service, int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT_S))
         ),
         # Messages that Celery itself cannot take (undecodable, pickle, unknown task) are
         # dead-lettered by this consumer instead of being dropped with a log line.
@@ -93,12 +100,16 @@ HOUSEKEEPING_EVERY_S = 600.0
 
 
 def housekeeping_schedule() -> dict[str, dict[str, Any]]:
-    """Beat entries that prune each service's outbox, inbox and idempotency keys on its own queue."""
+    """Beat entries that prune each service's outbox, inbox and idempotency keys on its own queue.
+
+    Each is only pushed onto the queue, as the relay pushes messages, without declaring it
+    first (``declare``: none): that would read the queue's length and write its binding tables,
+    which the orchestrator's Redis user may not do on another service's queue."""
     return {
         f"prune-{service}": {
             "task": "housekeeping.prune",
             "schedule": HOUSEKEEPING_EVERY_S,
-            "options": {"queue": service, "expires": HOUSEKEEPING_EVERY_S},
+            "options": {"queue": service, "declare": [], "expires": HOUSEKEEPING_EVERY_S},
         }
         for service in SERVICES
     }

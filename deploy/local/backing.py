@@ -1,16 +1,30 @@
 """PostgreSQL and Redis for a local stack: found where the environment says, or on the standard
-ports; if unreachable and installed, private instances are started under ``var/``."""
+ports; if unreachable and installed, private instances are started under ``var/``.
+
+The private Redis has the ACL of common.messaging.redis_acl: one user per service and one for
+Flower, with passwords generated once and kept in ``var/redis/passwords.json`` (mode 0600), and
+the default user off. Each process then logs in as its own service (``Stack.redis_urls``). A
+Redis found where ``REDIS_URL`` says is used as it is, with that one URL for every process.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import redis
+
+from common.messaging.redis_acl import USERS, acl_lines, user_url
 from common.messaging.routing import SERVICES
 from common.settings.database import database_url
 from deploy.local.layout import ROOT, Stack, log, reachable
@@ -98,9 +112,10 @@ def ensure_postgres(stack: Stack) -> None:
     remember(stack, DATABASE_HOST="127.0.0.1", DATABASE_PORT=str(PRIVATE_PG_PORT))
 
 
-def start_private_redis(data: Path, port: int) -> None:
+def start_private_redis(data: Path, port: int, *, aclfile: Path | None = None) -> None:
     """A private Redis on ``port`` that keeps nothing on disk (no RDB, no AOF): a restart loses
-    everything it held. Its log and pid file are in ``data``."""
+    everything it held. Its log and pid file are in ``data``; its users in ``aclfile``, if given
+    (see ``start_acl_redis``)."""
     data.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -121,6 +136,7 @@ def start_private_redis(data: Path, port: int) -> None:
             str(data / "redis.log"),
             "--pidfile",
             str(data / "redis.pid"),
+            *(["--aclfile", str(aclfile)] if aclfile is not None else []),
         ],
         check=True,
     )
@@ -128,6 +144,75 @@ def start_private_redis(data: Path, port: int) -> None:
         if reachable("127.0.0.1", port):
             break
         time.sleep(0.1)
+
+
+def stop_private_redis(data: Path, port: int) -> None:
+    """Stop the private Redis that ``start_private_redis`` started in ``data`` (by its pid: with
+    the default user off, nobody may send it SHUTDOWN)."""
+    pid_file = data / "redis.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    for _ in range(100):
+        if not reachable("127.0.0.1", port):
+            return
+        time.sleep(0.1)
+
+
+def _private(path: Path, text: str) -> None:
+    """Write a file only its owner may read: it holds passwords, or their hashes."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def redis_passwords(data: Path, *, extra_users: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every Redis user's password, generated the first time and kept in ``data``."""
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / "passwords.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = (*USERS, *extra_users)
+    if any(user not in known for user in wanted):
+        known = {user: known.get(user) or secrets.token_hex(24) for user in wanted} | known
+        _private(path, json.dumps(known, indent=2) + "\n")
+    return {user: known[user] for user in wanted}
+
+
+def start_acl_redis(
+    data: Path, port: int, *, db: int = 0, admin: str | None = None
+) -> dict[str, str]:
+    """A private Redis (``start_private_redis``) that admits only the users of
+    common.messaging.redis_acl, plus ``admin`` with every right if named (a test's own view of
+    the broker); returns each user's URL. Reuses the one already running on ``port`` if
+    those users can log in to it."""
+    extra = (admin,) if admin else ()
+    passwords = redis_passwords(data, extra_users=extra)
+    base = f"redis://127.0.0.1:{port}/{db}"
+    urls = {user: user_url(base, user, password) for user, password in passwords.items()}
+    lines = acl_lines({user: passwords[user] for user in USERS}, db=db)
+    if admin:
+        lines.insert(0, f"user {admin} on >{passwords[admin]} ~* &* +@all")
+    aclfile = data / "users.acl"
+    _private(aclfile, "".join(f"{line}\n" for line in lines))
+    if not reachable("127.0.0.1", port):
+        start_private_redis(data, port, aclfile=aclfile)
+    if not _logs_in(urls[SERVICES[0]]):
+        sys.exit(
+            f"stack | cannot log in to the Redis on port {port} as {SERVICES[0]!r} (see "
+            f"{data / 'redis.log'}; one started before these users existed? stop it: "
+            f"kill $(cat {data / 'redis.pid'})) and try again"
+        )
+    return urls
+
+
+def _logs_in(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def ensure_redis(stack: Stack) -> None:
@@ -142,7 +227,31 @@ def ensure_redis(stack: Stack) -> None:
             "installed. Install it (Debian: apt-get install redis-server) or set REDIS_URL."
         )
     data = ROOT / "var" / "redis"
-    log(f"Redis unreachable; starting a private instance in {data} on port {PRIVATE_REDIS_PORT}")
-    start_private_redis(data, PRIVATE_REDIS_PORT)
-    db = parts.path.lstrip("/") or "0"
-    remember(stack, REDIS_URL=f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/{db}")
+    db = int(parts.path.lstrip("/") or "0")
+    if not reachable("127.0.0.1", PRIVATE_REDIS_PORT):
+        log(
+            f"Redis unreachable; starting a private instance in {data} on port "
+            f"{PRIVATE_REDIS_PORT}, one user per service (passwords in {data / 'passwords.json'})"
+        )
+    stack.redis_urls = start_acl_redis(data, PRIVATE_REDIS_PORT, db=db)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m deploy.local.backing redis-url <user>``: the URL a process of ``make up``'s
+    private Redis logs in with (for a ``manage.py`` or ``celery`` command run by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.backing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    url = sub.add_parser("redis-url", help="a user's URL of make up's private Redis")
+    url.add_argument("user", choices=USERS)
+    url.add_argument("--db", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = ROOT / "var" / "redis" / "passwords.json"
+    if not path.exists():
+        sys.exit(f"no private Redis users yet ({path} is made by `make up`)")
+    password = json.loads(path.read_text())[args.user]
+    base = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/{args.db}"
+    print(user_url(base, args.user, password))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,9 @@ class Stack:
     # What every process of the stack gets besides the caller's environment. A local stack is
     # a development stack by definition (common/settings/production.py).
     env: dict[str, str] = field(default_factory=lambda: {"CAFE_ENV": "development"})
+    # Each Redis user's URL (the services' and Flower's), when the stack runs its private Redis
+    # with one user per service; empty when every process uses the one REDIS_URL it was given.
+    redis_urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -34,6 +37,11 @@ class Stack:
             port_base=int(os.environ.get("STACK_PORT_BASE", "8000")),
             gateway=gateway,
         )
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """What a process of ``service`` gets besides the caller's environment."""
+        own = self.redis_urls.get(service)
+        return {**self.env, **({"REDIS_URL": own} if own else {})}
 
     # Ports: gateway on the base, services on base+1…4, Flower on base+55, the gateway's
     # operator listener on base+100, Envoy admin on base+1901.

@@ -63,12 +63,13 @@ def nginx_command(config: Path) -> str:
     return f"{NGINX} -e stderr -c {config} -g 'daemon off;'"
 
 
-def flower_command(bindir: str, port: int) -> str:
+# Flower's own Celery app: no Django, and nothing it needs beyond the read-mostly Redis user.
+FLOWER_APP = "common.messaging.flower"
+
+
+def flower_command(bindir: str, port: int, *, app: str = "orchestrator") -> str:
     # One Celery app sees every service's workers: they share the broker and send task events.
-    return (
-        f"{bindir}/celery -A orchestrator flower --address=127.0.0.1 --port={port} "
-        f"--url_prefix=flower"
-    )
+    return f"{bindir}/celery -A {app} flower --address=127.0.0.1 --port={port} --url_prefix=flower"
 
 
 def programs(
@@ -83,16 +84,22 @@ def programs(
     flower_port: int,
     flower_auth: str,
     web_env: Mapping[str, Mapping[str, str]] | None = None,
+    redis_urls: Mapping[str, str] | None = None,
 ) -> list[Program]:
     """Every process of the local stack. ``gateway`` is "envoy" or "nginx"; ``flower_auth`` is
     "user:password", given to Flower in its environment rather than on its command line;
     ``web_env`` is what only one service's web process gets (the customer service's token
-    signing keys)."""
+    signing keys); ``redis_urls``, if given, is each Redis user's URL: every process of a
+    service logs in as that service, Flower as ``flower``."""
     bindir = str(Path(python).parent)
     progs: list[Program] = []
+    redis_env = {user: {"REDIS_URL": url} for user, url in (redis_urls or {}).items()}
     for service in services:
         # Every process of a service writes its metrics where that service's /metrics reads them.
-        env = {"PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / service)}
+        env = {
+            "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / service),
+            **redis_env.get(service, {}),
+        }
         bind = f"127.0.0.1:{ports[service]}"
         progs += [
             Program(
@@ -123,15 +130,18 @@ def programs(
             "beat",
             beat_command(bindir, state_dir / "celerybeat-schedule"),
             "orchestrator",
-            env={"PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / "orchestrator")},
+            env={
+                "PROMETHEUS_MULTIPROC_DIR": str(state_dir / "prometheus" / "orchestrator"),
+                **redis_env.get("orchestrator", {}),
+            },
         )
     )
     progs.append(
         Program(
             "flower",
             "flower",
-            flower_command(bindir, flower_port),
-            env={"FLOWER_BASIC_AUTH": flower_auth},
+            flower_command(bindir, flower_port, app=FLOWER_APP),
+            env={"FLOWER_BASIC_AUTH": flower_auth, **redis_env.get("flower", {})},
         )
     )
     if gateway == "nginx":

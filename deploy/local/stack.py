@@ -44,7 +44,7 @@ def manage(stack: Stack, service: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), *args, f"--settings={service}.settings"],
         cwd=ROOT,
-        env={**os.environ, **stack.env},
+        env={**os.environ, **stack.service_env(service)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -143,6 +143,7 @@ def write_configs(stack: Stack) -> list[Program]:
         flower_port=stack.flower_port,
         flower_auth=":".join(flower_login()),
         web_env={"customer": {"TOKEN_KEYS_DIR": str(token_keys_dir(stack))}},
+        redis_urls=stack.redis_urls,
     )
     (stack.dir / "supervisord.conf").write_text(supervisor_conf(stack, progs))
     return progs
@@ -249,6 +250,7 @@ def up(stack: Stack, *, detach: bool) -> None:
     stack.dir.mkdir(parents=True, exist_ok=True)
     if is_running(stack):
         log(f"already running (supervisord in {stack.dir})")
+        ensure_redis(stack)  # the users of a private Redis, for the configuration written again
         progs = write_configs(stack)
     else:
         prepare(stack)

@@ -16,6 +16,7 @@ import redis
 
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import InboxMessage
+from common.messaging.redis_acl import broker_keys
 from common.outbox.models import OutboxMessage
 from common.tests.integration.conftest import Processes
 from common.tests.integration.test_poison import celery_message
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # A lease of 3 s and a sweep every second (common.messaging.celery.transport_options).
 SHORT = {"CELERY_VISIBILITY_TIMEOUT": "3"}
 
+# The account worker's kombu keys: its unacknowledged messages, processing lists and leases.
+ACCOUNT = broker_keys("account")
+
 
 def waiting_for_a_message(client: redis.Redis) -> int:
     """How many consumers of this Redis database are blocked waiting on a queue."""
@@ -34,7 +38,10 @@ def waiting_for_a_message(client: redis.Redis) -> int:
 
 
 def processing(client: redis.Redis) -> int:
-    return sum(int(client.llen(key)) for key in client.scan_iter("_kombu.processing.*"))
+    return sum(
+        int(client.llen(key))
+        for key in client.scan_iter(f"{ACCOUNT['processing_prefix']}processing.*")
+    )
 
 
 def test_messages_handed_to_frozen_workers_that_are_then_killed_are_handled_once(
@@ -64,7 +71,7 @@ def test_messages_handed_to_frozen_workers_that_are_then_killed_are_handled_once
 
     wait_until(lambda: Account.objects.filter(customer_id=newcomer).exists(), timeout_s=30)
     wait_until(lambda: LedgerEntry.objects.filter(kind="charge").exists(), timeout_s=30)
-    wait_until(lambda: processing(queue) == 0 and queue.hlen("unacked") == 0)
+    wait_until(lambda: processing(queue) == 0 and queue.hlen(ACCOUNT["unacked_key"]) == 0)
     time.sleep(1)  # let a late copy be handled too
     assert Account.objects.get(pk=customer_id).balance == 700
     assert LedgerEntry.objects.filter(kind="charge").count() == 1
@@ -81,8 +88,8 @@ def test_a_worker_that_stops_cleanly_leaves_no_lease_behind(
     processes: Processes, queue: redis.Redis
 ) -> None:
     worker = processes.worker(extra_env=SHORT)
-    wait_until(lambda: queue.hlen("_kombu.processing") == 1)
+    wait_until(lambda: queue.hlen(f"{ACCOUNT['processing_prefix']}processing") == 1)
     worker.send_signal(signal.SIGTERM)  # a warm shutdown
     worker.wait(timeout=30)
-    assert queue.hlen("_kombu.processing") == 0
-    assert not list(queue.scan_iter("_kombu.lease.*"))
+    assert queue.hlen(f"{ACCOUNT['processing_prefix']}processing") == 0
+    assert not list(queue.scan_iter(f"{ACCOUNT['processing_prefix']}lease.*"))
