@@ -1,6 +1,7 @@
 """Which of .env's secrets each container of docker-compose.yml may receive: its own service's
-only (its SECRET_KEY, database password, Redis credentials; the admin login for its migrate
-container); the postgres container every role's password for its init script; Flower its own."""
+only (its SECRET_KEY, database password, Redis user's password; the admin login for its migrate
+container); the postgres container every role's password for its init script, redis-acl every
+Redis user's for the aclfile; Flower its own; the broker and the gateways none."""
 
 from __future__ import annotations
 
@@ -27,10 +28,14 @@ def owner(container: str) -> str | None:
 def allowed_secrets(container: str) -> set[str]:
     service = owner(container)
     if service is not None:
-        own = {f"{service.upper()}_SECRET_KEY", f"{service.upper()}_DB_PASSWORD", "REDIS_PASSWORD"}
+        own = {
+            f"{service.upper()}_{secret}"
+            for secret in ("SECRET_KEY", "DB_PASSWORD", "REDIS_PASSWORD")
+        }
         return own | ({"ADMIN_PASSWORD"} if container.endswith("-migrate") else set())
     return {
         "postgres": {"POSTGRES_PASSWORD", *(f"{s.upper()}_DB_PASSWORD" for s in SERVICES)},
-        "redis": {"REDIS_PASSWORD"},
-        "flower": {"REDIS_PASSWORD", "FLOWER_BASIC_AUTH"},
+        # It writes the aclfile (hashes only): the broker itself needs no password.
+        "redis-acl": {f"{user.upper()}_REDIS_PASSWORD" for user in (*SERVICES, "flower")},
+        "flower": {"FLOWER_REDIS_PASSWORD", "FLOWER_BASIC_AUTH"},
     }.get(container, set())

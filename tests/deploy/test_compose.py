@@ -33,7 +33,16 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER = ROOT / "deploy" / "docker"
 # Containers that are not processes of `make up`: its PostgreSQL and Redis are the machine's,
 # it bootstraps in-process, and it runs Nginx as "gateway" when asked (compared separately).
-NOT_LOCAL_PROCESSES = {"postgres", "redis", "nginx", "jaeger", *(f"{s}-migrate" for s in SERVICES)}
+NOT_LOCAL_PROCESSES = {
+    "postgres",
+    "redis",
+    "redis-acl",
+    "nginx",
+    "jaeger",
+    *(f"{s}-migrate" for s in SERVICES),
+}
+# One-off containers: they run to completion before what depends on them starts.
+ONE_OFF = {"redis-acl", *(f"{s}-migrate" for s in SERVICES)}
 
 # Options whose value says where a process runs (address, port, file, the gateway's address),
 # not what it does; and one that only matters when several Envoys share a host.
@@ -100,17 +109,19 @@ def test_compose_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     """Guards the guard: a missing password stops compose instead of starting without one."""
     lines = ENV_EXAMPLE.read_text().splitlines()
     env_file = tmp_path / "env"
-    env_file.write_text("\n".join(line for line in lines if not line.startswith("REDIS_PASSWORD=")))
+    env_file.write_text(
+        "\n".join(line for line in lines if not line.startswith("CUSTOMER_REDIS_PASSWORD="))
+    )
     result = subprocess.run(
         ["docker-compose", "--env-file", str(env_file), "config", "-q"],
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"},
+        env={k: v for k, v in os.environ.items() if k != "CUSTOMER_REDIS_PASSWORD"},
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "REDIS_PASSWORD" in result.stderr
+    assert "CUSTOMER_REDIS_PASSWORD" in result.stderr
 
 
 def test_env_example_sets_every_variable_compose_requires() -> None:
@@ -165,7 +176,7 @@ def test_every_long_running_container_is_health_checked_and_restarted(
     compose: dict[str, Service],
 ) -> None:
     for name, service in compose.items():
-        if name.endswith("-migrate"):
+        if name in ONE_OFF:
             assert service["restart"] == "no"
             continue
         assert service.get("healthcheck", {}).get("test"), name
@@ -286,14 +297,17 @@ def test_prepare_fills_every_placeholder_with_its_own_value(tmp_path: Path) -> N
 
 def test_prepare_keeps_what_an_env_file_has_and_adds_what_it_lacks(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("# mine\nREDIS_PASSWORD=kept-value-123\nADMIN_PASSWORD=change-me-admin\n")
+    env_file.write_text(
+        "# mine\nORDER_REDIS_PASSWORD=kept-value-123\nADMIN_PASSWORD=change-me-admin\n"
+    )
     changed = prepare.fill_env(env_file)
     values = prepare.parse(env_file.read_text())
-    assert values["REDIS_PASSWORD"] == "kept-value-123"
+    assert values["ORDER_REDIS_PASSWORD"] == "kept-value-123"
     assert "change-me" not in values["ADMIN_PASSWORD"]
-    assert "REDIS_PASSWORD" not in changed and {"ADMIN_PASSWORD", "CUSTOMER_SECRET_KEY"} <= set(
-        changed
-    )
+    assert "ORDER_REDIS_PASSWORD" not in changed and {
+        "ADMIN_PASSWORD",
+        "CUSTOMER_SECRET_KEY",
+    } <= set(changed)
     assert env_file.read_text().startswith("# mine\n")
 
 
