@@ -43,6 +43,8 @@ ITEMS = [{"menu_item_id": 1, "quantity": 2}]
 BUILD_TIMEOUT_S = 1800
 HEALTHY_TIMEOUT_S = 300
 WEB = tuple(f"{service}-web" for service in SERVICES)
+# Containers that run once, to completion (exit 0), before what depends on them.
+ONE_OFF = {"redis-acl", *(f"{service}-migrate" for service in SERVICES)}
 # Each gateway's public and operator port on the host (the nginx profile runs both).
 GATEWAY_PORTS = {"envoy": (PORT_BASE, PORT_BASE + 100), "nginx": (PORT_BASE + 80, PORT_BASE + 180)}
 
@@ -112,7 +114,7 @@ def _state(container: dict[str, Any]) -> str:
 
 
 def _wait_healthy(compose: Compose) -> dict[str, dict[str, Any]]:
-    """Every long-running container healthy and every migrate container exited 0."""
+    """Every long-running container healthy and every one-off exited 0."""
     deadline = time.monotonic() + HEALTHY_TIMEOUT_S
     while True:
         containers = compose.containers()
@@ -120,7 +122,7 @@ def _wait_healthy(compose: Compose) -> dict[str, dict[str, Any]]:
         bad = {
             name: state
             for name, state in states.items()
-            if state != ("exited 0" if name.endswith("-migrate") else "healthy")
+            if state != ("exited 0" if name in ONE_OFF else "healthy")
         }
         if containers and not bad:
             return containers
