@@ -232,6 +232,8 @@ def test_every_base_image_is_overridable_and_has_a_stand_in(compose: dict[str, S
     )
     build = compose["customer-migrate"]["build"]
     assert _default(build["args"]["PYTHON_IMAGE"]) == python_default
+    # No registry knows the app image: whatever starts first builds it (compose pulls otherwise).
+    assert {n for n, service in compose.items() if "build" in service} == ONE_OFF
     images = {name: compose[name]["image"] for name in ("postgres", "redis", "gateway", "nginx")}
     variables: set[str] = set()
     for image in images.values():
