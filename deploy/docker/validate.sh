@@ -17,12 +17,16 @@ hadolint=$(command -v "$venv/hadolint" || command -v hadolint || true)
 
 # .env is each user's own and git-ignored: check the compose file with the committed example.
 for profile in "" nginx tracing; do
-  ENV_FILE=.env.example docker-compose --env-file .env.example ${profile:+--profile "$profile"} config -q
+  docker-compose --env-file .env.example ${profile:+--profile "$profile"} config -q
 done
 echo "validate: docker-compose.yml ok"
 
 "$hadolint" deploy/docker/Dockerfile
 echo "validate: Dockerfile ok"
+for dockerfile in deploy/docker/standins/*/Dockerfile; do
+  "$hadolint" "$dockerfile"
+done
+echo "validate: stand-in Dockerfiles ok"
 
 "$venv/python" -m deploy.gateway.render_compose --check
 for config in deploy/envoy/envoy.compose.yaml deploy/envoy/envoy.compose.tracing.yaml; do

