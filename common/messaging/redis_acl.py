@@ -173,9 +173,17 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
+#: The default user: off and without a password, so no one can log in as it, but with every
+#: right. Redis replays its append-only file as that user and (before redis/redis#14545)
+#: re-checks each MULTI/EXEC against its rules: with ``-@all`` every transaction in the file,
+#: kombu's publishes among them, was dropped at a restart ("NOPERM … AOF-loading-client", seen
+#: with Redis 7.0.15 in the compose run).
+DEFAULT_USER_LINE: Final = "user default off resetpass ~* &* +@all"
+
+
 def acl_lines(passwords: Mapping[str, str | Sequence[str]], *, db: int = 0) -> list[str]:
     """An ``aclfile``: every user on, with the SHA-256 of its password (or of each, while a
-    password is being rotated), and the default user off."""
+    password is being rotated), and the default user off (``DEFAULT_USER_LINE``)."""
     lines = []
     for user in USERS:
         given = passwords.get(user)
@@ -186,7 +194,7 @@ def acl_lines(passwords: Mapping[str, str | Sequence[str]], *, db: int = 0) -> l
             raise ValueError(f"the Redis password of {user!r} contains whitespace")
         hashes = [f"#{password_hash(p)}" for p in accepted]
         lines.append(" ".join(["user", user, "on", "resetpass", *hashes, *rules(user, db=db)]))
-    lines.append("user default off resetpass resetkeys resetchannels -@all")
+    lines.append(DEFAULT_USER_LINE)
     return lines
 
 

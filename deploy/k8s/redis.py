@@ -58,8 +58,8 @@ def acl_script() -> str:
             f'"$(hash "${var}")" "$old" {shlex.quote(rules(owner))} >> "$out.new"',
         ]
     lines += [
-        # Nobody connects without a login.
-        "printf 'user default off resetpass resetkeys resetchannels -@all\\n' >> \"$out.new\"",
+        # Nobody connects without a login (the default user is off; see DEFAULT_USER_LINE).
+        f"printf '%s\\n' {shlex.quote(redis_acl.DEFAULT_USER_LINE)} >> \"$out.new\"",
         'mv "$out.new" "$out"',
     ]
     return "\n".join(lines) + "\n"
