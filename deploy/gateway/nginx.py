@@ -99,6 +99,20 @@ def _timeouts(route: Route) -> Iterator[str]:
     yield f"proxy_send_timeout {route.timeout_s:g}s;"
 
 
+def _only_methods(methods: tuple[str, ...]) -> Iterator[str]:
+    """Inside a location: 403 for any other method."""
+    yield f"    if ($request_method !~ ^({'|'.join(methods)})$) {{"
+    yield "        return 403;"
+    yield "    }"
+
+
+def _proxied_once(route: Route) -> Iterator[str]:
+    """Inside a location: to the upstream, never retried on another one."""
+    yield "    proxy_next_upstream off;"
+    yield f"    proxy_pass http://{route.upstream};"
+    yield from (f"    {line}" for line in _timeouts(route))
+
+
 def _read_post_locations(route: Route) -> Iterator[str]:
     """An exact location (it wins over the prefix one) for each POST under a read-only route
     that is a read: it passes POST too, and nothing is retried."""
@@ -107,12 +121,8 @@ def _read_post_locations(route: Route) -> Iterator[str]:
             continue
         yield f"location = {path} {{"
         yield from (f"    {line}" for line in _error_pages())
-        yield f"    if ($request_method !~ ^({'|'.join((*READ_METHODS, 'POST'))})$) {{"
-        yield "        return 403;"
-        yield "    }"
-        yield "    proxy_next_upstream off;"
-        yield f"    proxy_pass http://{route.upstream};"
-        yield from (f"    {line}" for line in _timeouts(route))
+        yield from _only_methods((*READ_METHODS, "POST"))
+        yield from _proxied_once(route)
         yield "}"
 
 
@@ -125,15 +135,11 @@ def _route_locations(route: Route) -> Iterator[str]:
         yield f"    {line}"
     if route.read_only:
         # Before the retry below, which would hand the request to a location without this.
-        yield f"    if ($request_method !~ ^({'|'.join(READ_METHODS)})$) {{"
-        yield "        return 403;"
-        yield "    }"
+        yield from _only_methods(READ_METHODS)
     yield "    if ($gateway_retryable) {"
     yield "        return 418;"
     yield "    }"
-    yield "    proxy_next_upstream off;"
-    yield f"    proxy_pass http://{route.upstream};"
-    yield from (f"    {line}" for line in _timeouts(route))
+    yield from _proxied_once(route)
     yield "}"
     yield f"location {retry} {{"
     # Not http_503: a service answering 503 sheds load; retrying it at once adds to it.
