@@ -25,6 +25,7 @@ ADMISSION_ENABLED = env.bool("ADMISSION_ENABLED", default=True)
 ADMISSION_MAX_QUEUE_WAIT_S = env.float("ADMISSION_MAX_QUEUE_WAIT_S", default=1.0)
 ADMISSION_MAX_QUEUE_DEPTH = env.int("ADMISSION_MAX_QUEUE_DEPTH", default=2000)
 ADMISSION_MAX_OUTBOX_AGE_S = env.float("ADMISSION_MAX_OUTBOX_AGE_S", default=1.0)
+ADMISSION_MAX_LATE_SAGAS = env.int("ADMISSION_MAX_LATE_SAGAS", default=25)
 ADMISSION_RETRY_AFTER_S = env.int("ADMISSION_RETRY_AFTER_S", default=1)
 ADMISSION_CACHE_S = env.float("ADMISSION_CACHE_S", default=0.5)
 # Completed and rejected sagas, with their history, are deleted this long after they finished

@@ -1,12 +1,14 @@
 """Admission control: refuse new sagas while the orchestrator is behind, instead of queueing
 them without bound.
 
-The orchestrator is behind when the reply it will handle next has waited on its queue too long
-(or the queue is very long), or when its own outbox holds a row unpublished too long (its relay
-or the broker cannot keep up). Past either threshold, starting a checkout or a cancellation
-answers 503 ``overloaded`` with ``Retry-After``; reads and sagas already running go on. The
-measurement costs one Redis round trip and one indexed query, taken at most every
-``ADMISSION_CACHE_S`` per process.
+The system is behind when the reply the orchestrator will handle next has waited on its queue
+too long (or the queue is very long), when its own outbox holds a row unpublished too long (its
+relay or the broker cannot keep up), or when many sagas have waited too long for the answer to a
+command (a participant, its queue or its relay cannot keep up: once KEDA runs more orchestrator
+workers than one, that is where a backlog forms first). Past any threshold, starting a checkout or a
+cancellation answers 503 ``overloaded`` with ``Retry-After``; reads and sagas already running go
+on. The measurement costs one Redis round trip and one query on two partial indexes, taken at
+most every ``ADMISSION_CACHE_S`` per process.
 
 Thresholds (settings, from the measured capacity: the system completes about 55 checkouts/s,
 each of which is four replies to the orchestrator, so ~220 replies/s at saturation; below it a
@@ -16,6 +18,10 @@ reply waits milliseconds):
   ~220 replies wait before it, and a new checkout's four turns would each wait as long.
 - ``ADMISSION_MAX_QUEUE_DEPTH`` (2000 task messages): a backstop if the head cannot be read.
 - ``ADMISSION_MAX_OUTBOX_AGE_S`` (1.0): commands the orchestrator decided but has not sent.
+- ``ADMISSION_MAX_LATE_SAGAS`` (25): sagas whose outstanding command was sent more than
+  ``ADMISSION_MAX_QUEUE_WAIT_S`` ago (read from the deadline the sweep uses: the send time plus
+  ``SAGA_REPLY_TIMEOUT_S``; a saga waiting to retry counts too). Below saturation a command is
+  answered in milliseconds, so this stays near 0; 25 is under a second of checkouts at capacity.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from prometheus_client import Counter
 
 from common.api.errors import BusinessError
 from common.outbox.models import OutboxMessage
+from orchestrator.sagas.models import Saga
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +51,17 @@ SHED = Counter(
     "admission_shed", "Saga starts refused because the orchestrator is behind", ["reason"]
 )
 
-OLDEST_PENDING = f"""
-SELECT extract(epoch FROM now() - created_at) FROM {OutboxMessage._meta.db_table}
-WHERE status = 'pending' ORDER BY id LIMIT 1
-"""  # noqa: S608 — the table name is ours; the partial pending index serves it
+# The oldest unpublished row's age (the partial pending index), and how many in-flight sagas have
+# waited longer than a limit for their command's answer, counting up to a cap (saga_due_idx).
+BACKLOG = f"""
+SELECT
+    (SELECT extract(epoch FROM now() - created_at) FROM {OutboxMessage._meta.db_table}
+     WHERE status = 'pending' ORDER BY id LIMIT 1),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {Saga._meta.db_table}
+        WHERE state IN ('running', 'compensating') AND deadline < now() + make_interval(secs => %s)
+        LIMIT %s) AS late)
+"""  # noqa: S608 — the table names are ours
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class Load:
     queue_depth: int
     queue_wait_s: float
     outbox_age_s: float
+    late_sagas: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class Limits:
     max_queue_wait_s: float
     max_outbox_age_s: float
     retry_after_s: int
+    max_late_sagas: int = 25
 
     @classmethod
     def from_settings(cls) -> Limits:
@@ -71,6 +87,7 @@ class Limits:
             max_queue_wait_s=settings.ADMISSION_MAX_QUEUE_WAIT_S,
             max_outbox_age_s=settings.ADMISSION_MAX_OUTBOX_AGE_S,
             retry_after_s=settings.ADMISSION_RETRY_AFTER_S,
+            max_late_sagas=settings.ADMISSION_MAX_LATE_SAGAS,
         )
 
     def overloaded(self, load: Load) -> str | None:
@@ -81,6 +98,8 @@ class Limits:
             return "queue_depth"
         if load.outbox_age_s > self.max_outbox_age_s:
             return "outbox_age"
+        if load.late_sagas > self.max_late_sagas:
+            return "late_sagas"
         return None
 
 
@@ -97,7 +116,9 @@ def head_wait_s(raw: bytes | None, now: datetime) -> float:
         return 0.0
 
 
-def measure(client: redis.Redis, queue: str) -> Load:
+def measure(client: redis.Redis, queue: str, limits: Limits, reply_timeout_s: float) -> Load:
+    """The load now: the queue's length and head from Redis, the backlog from the database
+    (late sagas counted only up to one more than the limit: enough to decide)."""
     depth, wait = 0, 0.0
     try:
         pipe = client.pipeline(transaction=False)
@@ -109,9 +130,12 @@ def measure(client: redis.Redis, queue: str) -> Load:
         # The broker itself is down: the relay holds the commands, and the outbox age shows it.
         logger.warning("admission: cannot read the %s queue (%s)", queue, exc)
     with connection.cursor() as cursor:
-        cursor.execute(OLDEST_PENDING)
-        row = cursor.fetchone()
-    return Load(int(depth), wait, float(row[0]) if row else 0.0)
+        # Sent more than max_queue_wait_s ago: its deadline is less than the rest of the timeout away.
+        cursor.execute(
+            BACKLOG, [reply_timeout_s - limits.max_queue_wait_s, limits.max_late_sagas + 1]
+        )
+        oldest, late = cursor.fetchone()
+    return Load(int(depth), wait, float(oldest or 0.0), int(late))
 
 
 class Admission:
@@ -167,7 +191,9 @@ def _broker() -> redis.Redis:
 
 
 def _measure_orchestrator() -> Load:
-    return measure(_broker(), settings.SERVICE_NAME)
+    return measure(
+        _broker(), settings.SERVICE_NAME, Limits.from_settings(), settings.SAGA_REPLY_TIMEOUT_S
+    )
 
 
 ADMISSION = Admission(_measure_orchestrator, cache_s=0.5)

@@ -114,3 +114,46 @@ def test_the_head_of_a_queue_is_read_as_a_load_signal_only() -> None:
     assert 4.9 < head_wait_s(waiting_reply(5.0).encode(), now) < 5.5
     assert head_wait_s(None, now) == 0.0
     assert head_wait_s(b"not kombu at all", now) == 0.0
+
+
+def late_sagas(count: int, *, waited_s: float) -> None:
+    """``count`` checkouts in flight whose outstanding command was sent ``waited_s`` ago."""
+    sent = timezone.now() - timedelta(seconds=waited_s)
+    Saga.objects.bulk_create(
+        Saga(
+            type=Saga.Type.PLACE_ORDER,
+            version=1,
+            state=Saga.State.RUNNING,
+            phase="forward",
+            order_id=uuid.uuid4(),
+            deadline=sent + timedelta(seconds=10.0),  # SAGA_REPLY_TIMEOUT_S
+        )
+        for _ in range(count)
+    )
+
+
+def test_many_sagas_waiting_on_their_commands_shed_new_checkouts(
+    api: APIClient, orchestrator_queue: redis.Redis, settings: SettingsWrapper
+) -> None:
+    """The orchestrator keeps up, but a participant does not: its commands wait."""
+    settings.SAGA_REPLY_TIMEOUT_S = 10.0
+    settings.ADMISSION_MAX_LATE_SAGAS = 3
+    late_sagas(3, waited_s=4.0)
+    late_sagas(20, waited_s=0.2)  # answered in time so far: not late
+    assert checkout(api).status_code == 202  # type: ignore[attr-defined]
+
+    late_sagas(1, waited_s=2.0)
+    shed = checkout(api)
+
+    assert shed.status_code == 503  # type: ignore[attr-defined]
+    assert shed.json()["code"] == "overloaded"  # type: ignore[attr-defined]
+    assert Saga.objects.count() == 3 + 20 + 1 + 1
+    Saga.objects.filter(deadline__lt=timezone.now() + timedelta(seconds=9)).update(
+        state=Saga.State.COMPLETED
+    )  # they ended
+    assert checkout(api).status_code == 202  # type: ignore[attr-defined]
+
+
+def test_late_sagas_are_counted_past_their_own_threshold_only() -> None:
+    assert LIMITS.overloaded(Load(0, 0.0, 0.0, late_sagas=25)) is None
+    assert LIMITS.overloaded(Load(0, 0.0, 0.0, late_sagas=26)) == "late_sagas"
