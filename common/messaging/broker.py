@@ -116,6 +116,27 @@ class QoS(redis.QoS):
             raise Empty() from refused
         virtual.QoS.append(self, message, delivery_tag)
 
+    def ack(self, delivery_tag: str) -> None:
+        """Acknowledge on the broker, and let go of the message locally whatever the broker said.
+
+        kombu's ack drops the message from its unacknowledged set in Redis, then locally; when
+        Redis cannot be reached (restarting, say) the first step raised, the second never ran,
+        and the message stayed counted as in hand: with prefetch 1 the worker never took another
+        one, for good (a `make chaos` run found the orchestrator's worker idle for minutes after
+        one failed ack). The task's work is committed either way: its entry in the broker's
+        unacknowledged set, if Redis still has it, hands the message out again after the
+        visibility timeout, and the inbox drops that copy."""
+        try:
+            cast(Any, self)._remove_from_indices(delivery_tag).execute()  # (not in the stubs)
+        except redis_py.RedisError as error:
+            logger.warning(
+                "could not acknowledge message %s on the broker (%s); it stays unacknowledged "
+                "there until the visibility timeout, and its copy will be dropped by the inbox",
+                delivery_tag,
+                error,
+            )
+        virtual.QoS.ack(self, delivery_tag)
+
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         try:
             super().reject(delivery_tag, requeue=requeue)

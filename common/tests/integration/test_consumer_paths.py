@@ -109,6 +109,37 @@ def test_a_retry_the_broker_refuses_to_take_stays_on_the_broker(
         assert worker.poll() is None
 
 
+def test_an_ack_that_fails_while_redis_is_down_does_not_stop_the_worker(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """A handler commits while Redis is down, so its ack fails. The worker lets go of the
+    message anyway and takes the next one once Redis is back (with prefetch 1, kombu's failed ack
+    left the message counted as in hand and the worker idle for good)."""
+    customer_id = funded_account(1000)
+    first, second = debit_command(customer_id, 100), debit_command(customer_id, 200)
+    with private_redis(tmp_path, free_port()) as server:
+        worker = processes.worker(extra_env={"REDIS_URL": server.url})
+        with transaction.atomic():
+            Account.objects.select_for_update().get(pk=customer_id)
+            server.client.lpush("account", celery_message(wire(first)))
+            wait_until(lambda: server.client.llen("account") == 0 and _waiting_on_lock())
+            server.stop()  # the handler goes on once this transaction ends, and commits
+        wait_until(
+            lambda: LedgerEntry.objects.filter(kind="charge").count() == 1,
+            timeout_s=20,
+            every_s=0.01,
+        )
+        # Its ack, right after the commit, finds Redis gone; back at once (empty), so that
+        # nothing else the worker does meets the outage and makes it reconnect.
+        server.start()
+        server.client.lpush("account", celery_message(wire(second)))
+
+        wait_until(lambda: LedgerEntry.objects.filter(kind="charge").count() == 2, timeout_s=30)
+        assert Account.objects.get(pk=customer_id).balance == 700
+        assert worker.poll() is None
+    assert "could not acknowledge message" in _log(tmp_path)
+
+
 def _terminate_lock_waiters() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
