@@ -21,13 +21,26 @@ CONSUMER, PRODUCER = 5, 4  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
 def _completed(saga_id: str) -> Callable[[list[Span]], bool]:
+    """The saga's completion has arrived, and so has the consumer span of every command and
+    reply in its trace: each process exports its own batches (every 5 s), so the orchestrator's
+    last transition can come in before a participant's handler span."""
+
     def found(spans: list[Span]) -> bool:
-        return any(
-            s.name == "saga transition"
+        ends = [
+            s.trace_id
+            for s in spans
+            if s.name == "saga transition"
             and s.attributes.get("cafe.saga.id") == saga_id
             and s.attributes.get("cafe.saga.state") == "completed"
+        ]
+        if not ends:
+            return False
+        consumed = {
+            s.attributes.get("cafe.message.type")
             for s in spans
-        )
+            if s.trace_id == ends[0] and s.kind == CONSUMER
+        }
+        return all(c in consumed and f"{c}.reply" in consumed for c in PLACE_ORDER)
 
     return found
 
