@@ -4,9 +4,9 @@ them without bound.
 The system is behind when the reply the orchestrator will handle next has waited on its queue
 too long (or the queue is very long), when its own outbox holds a row unpublished too long (its
 relay or the broker cannot keep up), or when many sagas have waited too long for the answer to a
-command (a participant, its queue or its relay cannot keep up: once KEDA runs more orchestrator
-workers than one, that is where a backlog forms first). Past any threshold, starting a checkout or a
-cancellation answers 503 ``overloaded`` with ``Retry-After``; reads and sagas already running go
+command (a participant, its queue or its relay cannot keep up: once KEDA runs more than one
+orchestrator worker, that is where a backlog forms first). Past any threshold, starting a
+checkout or a cancellation answers 503 ``overloaded`` with ``Retry-After``; reads and sagas already running go
 on. The measurement costs one Redis round trip and one query on two partial indexes, taken at
 most every ``ADMISSION_CACHE_S`` per process.
 
@@ -59,9 +59,10 @@ SELECT
      WHERE status = 'pending' ORDER BY id LIMIT 1),
     (SELECT count(*) FROM (
         SELECT 1 FROM {Saga._meta.db_table}
-        WHERE state IN ('running', 'compensating') AND deadline < now() + make_interval(secs => %s)
+        WHERE state IN ('{Saga.State.RUNNING}', '{Saga.State.COMPENSATING}')
+          AND deadline < now() + make_interval(secs => %s)
         LIMIT %s) AS late)
-"""  # noqa: S608 — the table names are ours
+"""  # noqa: S608 — the table names and states are ours
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Limits:
     max_queue_wait_s: float
     max_outbox_age_s: float
     retry_after_s: int
-    max_late_sagas: int = 25
+    max_late_sagas: int
 
     @classmethod
     def from_settings(cls) -> Limits:

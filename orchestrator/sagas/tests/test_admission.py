@@ -24,7 +24,13 @@ from orchestrator.sagas.models import Saga
 pytestmark = pytest.mark.django_db
 
 ITEMS = [{"menu_item_id": 1, "quantity": 2}]
-LIMITS = Limits(max_queue_depth=100, max_queue_wait_s=1.0, max_outbox_age_s=1.0, retry_after_s=2)
+LIMITS = Limits(
+    max_queue_depth=100,
+    max_queue_wait_s=1.0,
+    max_outbox_age_s=1.0,
+    retry_after_s=2,
+    max_late_sagas=25,
+)
 
 
 @pytest.fixture
