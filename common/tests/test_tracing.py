@@ -9,10 +9,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from django.db import transaction
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,7 +24,7 @@ from common.messaging.envelope import Envelope, InvalidMessage, decode
 from common.outbox.models import OutboxMessage
 from common.outbox.services import outbox_put
 from common.tests.support import debit_command, keys_of
-from common.tracing import config
+from common.tracing import config, sdk
 from common.tracing.sdk import EntryPointsOnly
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
@@ -161,3 +163,63 @@ def test_a_query_outside_any_span_starts_no_trace(traced: InMemorySpanExporter) 
         tracer.start_as_current_span("query", kind=trace.SpanKind.CLIENT) as query,
     ):
         assert query.is_recording()
+
+
+UNSAMPLED = trace.NonRecordingSpan(
+    trace.SpanContext(
+        trace_id=0x5CE0E9A56015FEC5AADFA328AE398115,
+        span_id=0xAB54A98CEB1F0AD2,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+)
+
+
+@pytest.mark.django_db
+def test_an_unsampled_messages_work_runs_with_the_instrumentation_switched_off(
+    traced: InMemorySpanExporter,
+) -> None:
+    # Given a command written inside a trace that was not sampled (the gateway kept 1 in 10)
+    command = debit_command(uuid.uuid4(), 100)
+    with trace.use_span(UNSAMPLED), transaction.atomic():
+        outbox_put(command, keys=keys_of("orchestrator"))
+    written = _written(command)
+    headers = written["headers"]
+    assert isinstance(headers, dict)
+    # it carries that trace on, unsampled,
+    assert str(headers["traceparent"]).startswith(
+        f"00-{UNSAMPLED.get_span_context().trace_id:032x}-"
+    )
+    assert str(headers["traceparent"]).endswith("-00")
+    # and its consumer's work runs with instrumentation suppressed (no span per query).
+    received, _ = decode(json.dumps(written), receiver="account", keys=keys_of("account"))
+    with tracing.consuming(received):
+        assert not is_instrumentation_enabled()
+    assert is_instrumentation_enabled()
+    assert traced.get_finished_spans() == ()
+
+
+@pytest.mark.django_db
+def test_a_sampled_messages_work_keeps_the_instrumentation_on(
+    traced: InMemorySpanExporter,
+) -> None:
+    command = debit_command(uuid.uuid4(), 100)
+    with trace.get_tracer("test").start_as_current_span("request"), transaction.atomic():
+        outbox_put(command, keys=keys_of("orchestrator"))
+    received, _ = decode(json.dumps(_written(command)), receiver="account", keys=keys_of("account"))
+    with tracing.consuming(received):
+        assert is_instrumentation_enabled()
+
+
+def test_an_unsampled_request_runs_with_the_instrumentation_switched_off() -> None:
+    # Django's instrumentation calls these hooks around a request, its span current.
+    request = SimpleNamespace(META={})
+    sdk._request_started(UNSAMPLED, request)
+    assert not is_instrumentation_enabled()
+    sdk._request_ended(UNSAMPLED, request, None)
+    assert is_instrumentation_enabled() and request.META == {}
+    kept = trace.get_tracer("test", tracer_provider=TracerProvider()).start_span("request")
+    sdk._request_started(kept, request)
+    assert is_instrumentation_enabled()
+    sdk._request_ended(kept, request, None)
+    kept.end()

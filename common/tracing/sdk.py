@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -17,6 +18,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
+
+from common.tracing.spans import unless_kept
 
 # Probes, scrapes and the gateway's JWKS refreshes are not requests anyone follows
 # (OTEL_PYTHON_DJANGO_EXCLUDED_URLS wins).
@@ -52,9 +55,30 @@ class EntryPointsOnly(Sampler):
         return f"EntryPointsOnly{{{self.delegate.get_description()}}}"
 
 
+# Where a request keeps the instrumentation switch it turned off, until its response.
+_UNKEPT = "cafe.tracing.unkept"
+
+
+def _request_started(span: trace.Span, request: Any) -> None:
+    """An unsampled request's queries start no span (``spans.unless_kept``). Django's
+    instrumentation calls this once the request's span is current, and ``_request_ended``
+    before it lets go of it, so the switch is undone in the order it was made."""
+    unkept = unless_kept(span)
+    unkept.__enter__()
+    request.META[_UNKEPT] = unkept
+
+
+def _request_ended(span: trace.Span, request: Any, response: Any) -> None:
+    unkept = request.META.pop(_UNKEPT, None)
+    if unkept is not None:
+        unkept.__exit__(None, None, None)
+
+
 def instrument_libraries() -> None:
     DjangoInstrumentor().instrument(
-        excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS)
+        excluded_urls=os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", EXCLUDED_URLS),
+        request_hook=_request_started,
+        response_hook=_request_ended,
     )
     PsycopgInstrumentor().instrument()
 

@@ -4,10 +4,11 @@ saga. Imported only when tracing is on (``common.tracing``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -16,6 +17,16 @@ if TYPE_CHECKING:
 
 _tracer = trace.get_tracer("cafe")
 _w3c = TraceContextTextMapPropagator()
+
+
+def unless_kept(span: trace.Span) -> AbstractContextManager[None]:
+    """The work inside a span that is not kept (its trace was not sampled) runs with the
+    libraries' instrumentation suppressed, the switch every OpenTelemetry instrumentation
+    checks first: psycopg's span per query is then not even started, where otherwise it is
+    made, asked of the sampler and dropped, on every query of every unsampled message. The
+    trace context still travels (our own spans are not instrumentation), so what follows stays
+    in the same unsampled trace."""
+    return nullcontext() if span.is_recording() else suppress_instrumentation()
 
 
 @contextmanager
@@ -42,8 +53,14 @@ def consuming(envelope: Envelope) -> Iterator[None]:
     }
     if envelope.correlation.saga_id is not None:
         attributes["cafe.saga.id"] = str(envelope.correlation.saga_id)
-    with _tracer.start_as_current_span(
-        f"{envelope.type} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    with (
+        _tracer.start_as_current_span(
+            f"{envelope.type} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span,
+        unless_kept(span),
     ):
         yield
 
@@ -58,12 +75,18 @@ def relaying(traceparents: Iterable[str | None]) -> Iterator[None]:
             if context.get_span_context().is_valid:
                 links.append(Link(context.get_span_context()))
     # A batch is its own trace (it serves many), linked to each message's.
-    with _tracer.start_as_current_span(
-        "outbox publish",
-        context=trace.set_span_in_context(trace.INVALID_SPAN),
-        kind=SpanKind.PRODUCER,
-        links=links,
-        attributes={"messaging.operation.type": "send", "messaging.batch.message_count": len(rows)},
+    with (
+        _tracer.start_as_current_span(
+            "outbox publish",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes={
+                "messaging.operation.type": "send",
+                "messaging.batch.message_count": len(rows),
+            },
+        ) as span,
+        unless_kept(span),
     ):
         yield
 
