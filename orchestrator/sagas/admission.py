@@ -6,9 +6,9 @@ too long (or the queue is very long), when its own outbox holds a row unpublishe
 relay or the broker cannot keep up), or when many sagas have waited too long for the answer to a
 command (a participant, its queue or its relay cannot keep up: once KEDA runs more than one
 orchestrator worker, that is where a backlog forms first). Past any threshold, starting a
-checkout or a cancellation answers 503 ``overloaded`` with ``Retry-After``; reads and sagas already running go
-on. The measurement costs one Redis round trip and one query on two partial indexes, taken at
-most every ``ADMISSION_CACHE_S`` per process.
+checkout or a cancellation answers 503 ``overloaded`` with ``Retry-After``; reads and sagas
+already running go on. The measurement costs one Redis round trip and one query on two partial
+indexes, taken at most every ``ADMISSION_CACHE_S`` per process.
 
 Thresholds (settings, from the measured capacity: the system completes about 55 checkouts/s,
 each of which is four replies to the orchestrator, so ~220 replies/s at saturation; below it a
