@@ -110,7 +110,7 @@ class Relay:
         self._prepare_session()
         traced = tracing.ACTIVE
         with transaction.atomic():
-            with connection.cursor() as cursor:
+            with tracing.untraced(), connection.cursor() as cursor:
                 cursor.execute(CLAIM_TRACED if traced else CLAIM, [self.batch_size])
                 rows = sorted(cursor.fetchall())  # RETURNING has no order of its own
             if not rows:

@@ -223,3 +223,46 @@ def test_an_unsampled_request_runs_with_the_instrumentation_switched_off() -> No
     assert is_instrumentation_enabled()
     sdk._request_ended(kept, request, None)
     kept.end()
+
+
+def test_in_an_unsampled_trace_no_span_of_ours_is_started(
+    traced: InMemorySpanExporter,
+) -> None:
+    from common.tracing import spans
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a span was started in an unsampled trace")
+
+    with trace.use_span(UNSAMPLED), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spans._tracer, "start_as_current_span", refuse)
+        with tracing.step("saga transition", {"cafe.saga.id": "x"}):
+            pass
+        with tracing.outgoing(["account.debit"]) as carried:
+            assert str(carried["traceparent"]).startswith(
+                f"00-{UNSAMPLED.get_span_context().trace_id:032x}-"
+            )
+    # Outside any trace, the same calls start one (a saga swept by the beat is traced).
+    with tracing.outgoing(["account.debit"]):
+        pass
+    assert [s.name for s in traced.get_finished_spans()] == ["account.debit create"]
+
+
+def test_a_kept_relay_batch_links_every_row_and_runs_instrumented(
+    traced: InMemorySpanExporter,
+) -> None:
+    rows = [f"00-{'a' * 31}{i}-{'b' * 15}{i}-01" for i in range(3)]
+    with tracing.relaying([*rows, None]):
+        assert is_instrumentation_enabled()
+    (batch,) = traced.get_finished_spans()
+    assert batch.name == "outbox publish"
+    assert batch.attributes is not None
+    assert batch.attributes["messaging.batch.message_count"] == 4
+    assert sorted(f"{link.context.trace_id:032x}" for link in batch.links) == [
+        f"{'a' * 31}{i}" for i in range(3)
+    ]
+
+
+def test_a_relay_claim_runs_untraced(traced: InMemorySpanExporter) -> None:
+    with tracing.untraced():
+        assert not is_instrumentation_enabled()
+    assert is_instrumentation_enabled()

@@ -84,6 +84,16 @@ def relaying(traceparents: Iterable[str | None]) -> AbstractContextManager[Any]:
     return spans.relaying(traceparents)
 
 
+def untraced() -> AbstractContextManager[Any]:
+    """Work no trace follows (a relay's claim, outside any batch's span): the libraries'
+    instrumentation is switched off, so its queries start no span only to drop it."""
+    if not ACTIVE:
+        return _NOTHING
+    from common.tracing import spans
+
+    return spans.untraced()
+
+
 def step(name: str, attributes: Mapping[str, str]) -> AbstractContextManager[Any]:
     """A span of our own inside the current one (a saga transition)."""
     if not ACTIVE:

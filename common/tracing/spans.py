@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -29,13 +29,26 @@ def unless_kept(span: trace.Span) -> AbstractContextManager[None]:
     return nullcontext() if span.is_recording() else suppress_instrumentation()
 
 
+def _in_unsampled_trace() -> bool:
+    """A trace is current and was not sampled: a span started now would be dropped (the
+    sampler follows its parent), so starting one is work for nothing."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
+
+
 @contextmanager
 def producing(types: list[str]) -> Iterator[Mapping[str, str]]:
+    if _in_unsampled_trace():
+        # The rows carry the current (unsampled) context on: what follows stays in its trace.
+        carrier: dict[str, str] = {}
+        _w3c.inject(carrier)
+        yield carrier
+        return
     name = f"{types[0]} create" if len(set(types)) == 1 else "outbox create"
     with _tracer.start_as_current_span(name, kind=SpanKind.PRODUCER) as span:
         span.set_attribute("messaging.operation.type", "create")
         span.set_attribute("messaging.batch.message_count", len(types))
-        carrier: dict[str, str] = {}
+        carrier = {}
         _w3c.inject(carrier)
         yield carrier
 
@@ -68,19 +81,13 @@ def consuming(envelope: Envelope) -> Iterator[None]:
 @contextmanager
 def relaying(traceparents: Iterable[str | None]) -> Iterator[None]:
     rows = list(traceparents)
-    links = []
-    for traceparent in rows:
-        if traceparent:
-            context = trace.get_current_span(_w3c.extract({"traceparent": traceparent}))
-            if context.get_span_context().is_valid:
-                links.append(Link(context.get_span_context()))
-    # A batch is its own trace (it serves many), linked to each message's.
+    # A batch is its own trace (it serves many), linked to each message's. The links are made
+    # only for a batch that is kept: reading every row's context costs more than the span.
     with (
         _tracer.start_as_current_span(
             "outbox publish",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
             kind=SpanKind.PRODUCER,
-            links=links,
             attributes={
                 "messaging.operation.type": "send",
                 "messaging.batch.message_count": len(rows),
@@ -88,10 +95,24 @@ def relaying(traceparents: Iterable[str | None]) -> Iterator[None]:
         ) as span,
         unless_kept(span),
     ):
+        if span.is_recording():
+            for traceparent in rows:
+                if traceparent:
+                    context = trace.get_current_span(_w3c.extract({"traceparent": traceparent}))
+                    if context.get_span_context().is_valid:
+                        span.add_link(context.get_span_context())
         yield
+
+
+def untraced() -> AbstractContextManager[None]:
+    """Work that is no part of any trace, with the instrumentation switched off."""
+    return suppress_instrumentation()
 
 
 @contextmanager
 def internal(name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+    if _in_unsampled_trace():
+        yield
+        return
     with _tracer.start_as_current_span(name, attributes=dict(attributes)):
         yield
