@@ -12,13 +12,14 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
+
+from common.tracing.spans import untraced
 
 # Probes, scrapes and the gateway's JWKS refreshes are not requests anyone follows
 # (OTEL_PYTHON_DJANGO_EXCLUDED_URLS wins).
@@ -64,7 +65,7 @@ def _request_started(span: trace.Span, request: Any) -> None:
     before it lets go of it, so the switch is undone in the order it was made."""
     if span.is_recording():
         return
-    unkept = suppress_instrumentation()
+    unkept = untraced()
     unkept.__enter__()
     request.META[_UNKEPT] = unkept
 

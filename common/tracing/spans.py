@@ -38,19 +38,23 @@ def _in_unsampled_trace() -> bool:
 
 @contextmanager
 def producing(types: list[str]) -> Iterator[Mapping[str, str]]:
-    if _in_unsampled_trace():
-        # The rows carry the current (unsampled) context on: what follows stays in its trace.
+    # In an unsampled trace the rows carry the current context on (what follows stays in it).
+    with nullcontext() if _in_unsampled_trace() else _producer_span(types):
         carrier: dict[str, str] = {}
         _w3c.inject(carrier)
         yield carrier
-        return
+
+
+def _producer_span(types: list[str]) -> AbstractContextManager[trace.Span]:
     name = f"{types[0]} create" if len(set(types)) == 1 else "outbox create"
-    with _tracer.start_as_current_span(name, kind=SpanKind.PRODUCER) as span:
-        span.set_attribute("messaging.operation.type", "create")
-        span.set_attribute("messaging.batch.message_count", len(types))
-        carrier = {}
-        _w3c.inject(carrier)
-        yield carrier
+    return _tracer.start_as_current_span(
+        name,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.operation.type": "create",
+            "messaging.batch.message_count": len(types),
+        },
+    )
 
 
 @contextmanager
@@ -96,12 +100,15 @@ def relaying(traceparents: Iterable[str | None]) -> Iterator[None]:
         unless_kept(span),
     ):
         if span.is_recording():
-            for traceparent in rows:
-                if traceparent:
-                    context = trace.get_current_span(_w3c.extract({"traceparent": traceparent}))
-                    if context.get_span_context().is_valid:
-                        span.add_link(context.get_span_context())
+            _link(span, rows)
         yield
+
+
+def _link(span: trace.Span, traceparents: list[str | None]) -> None:
+    for traceparent in filter(None, traceparents):
+        linked = trace.get_current_span(_w3c.extract({"traceparent": traceparent}))
+        if linked.get_span_context().is_valid:
+            span.add_link(linked.get_span_context())
 
 
 def untraced() -> AbstractContextManager[None]:
