@@ -1,40 +1,45 @@
-"""kombu's Redis transport, with a consumer that never holds a message nowhere, one fix for what
-every message costs a worker, and one for a broker that refuses writes.
+"""kombu's Redis transport, with a consumer that never holds a message nowhere and writes no
+bookkeeping per message, one fix for what every message costs a worker, and one for a broker
+that refuses writes.
 
 **No message in no durable place.** kombu takes a message off its queue with ``BRPOP`` and only
 afterwards records it as unacknowledged (``unacked``, swept back after the visibility timeout):
 a worker that dies in between, or that is frozen while Redis hands it the message and is then
 killed, loses it for good. Here a consumer takes it with ``BLMOVE`` into a processing list of
-its own, atomically, and records it as unacknowledged in the same transaction that removes it
-from that list (one more command in a round trip kombu makes anyway). Each consumer holds a
-lease (a key with a TTL, renewed before it waits for a message when a third of it has passed);
-every worker's periodic sweep gives the messages in the processing list of a consumer whose
-lease expired back to the front of their queue. A consumer that was only paused past its lease
-may then hold a message a second worker also gets: delivery stays at least once, and the inbox
-drops the duplicate. One queue is waited on at a time (``BLMOVE`` takes one source), and each
-queue is one list (no priority lists): a worker consumes its service's one queue.
+its own, atomically, and the message stays there until it is acknowledged (``LREM``) or given
+back (requeued): the processing list is this transport's record of what is unacknowledged, so
+nothing else is written per message (kombu wrote its unacknowledged hash and index on taking a
+message, a round trip of three commands, and a tenth of the orchestrator worker's time).
 
-While a worker waits for a message, kombu answers every other command of the channel (recording
-a message as unacknowledged when it arrives, acknowledging it when the task is done) from a new
-``redis.Redis`` client object, built from scratch each time. Building it cost about a tenth of
-a worker's CPU per message in the saga benchmark. Here the channel builds that client once and
-reuses it (a new one if kombu has replaced the channel's connection pool): it draws a socket
-from that pool for each command, as the throw-away clients did, so nothing else changes.
+Each consumer holds a lease (a key with a TTL as long as the visibility timeout, renewed before
+it waits for a message when a tenth of it has passed): a task may run for nine tenths of the
+visibility timeout before its message is at risk of a second delivery, as with kombu's own
+sweep. Every worker's periodic sweep gives the messages in the processing list of a consumer
+whose lease expired (it died, or was stopped) back to the front of their queue. A consumer that
+was only paused past its lease may then hold a message a second worker also gets: delivery stays
+at least once, and the inbox drops the duplicate. One queue is waited on at a time (``BLMOVE``
+takes one source), and each queue is one list (no priority lists): a worker consumes its
+service's one queue.
 
-When Redis refuses writes (full under ``noeviction``, a read-only replica), kombu's requeue of a
-message (``reject(requeue=True)``) fails inside its transaction and the exception kills the
-worker. Here the message then stays where it is, in the broker's unacknowledged set (the
-transaction changed nothing), the worker only lets go of it locally and goes on, and the
-visibility-timeout sweep hands it out again once Redis takes writes. That sweep tolerates the
-same refusal, and so does taking a message (``BLMOVE`` is a write): the message stays on its
-queue, or in the processing list, and the worker waits a moment and tries again.
+While a worker waits for a message, kombu answers every other command of the channel
+(acknowledging a message when its task is done, say) from a new ``redis.Redis`` client object,
+built from scratch each time. Building it cost about a tenth of a worker's CPU per message in
+the saga benchmark. Here the channel builds that client once and reuses it (a new one if kombu
+has replaced the channel's connection pool): it draws a socket from that pool for each command,
+as the throw-away clients did, so nothing else changes.
 
-Every key of this bookkeeping (processing lists, their registry, leases, the unacknowledged
-hash, its index and mutex) is named under the transport option ``processing_prefix`` and
-kombu's ``unacked_*_key`` options: one prefix per service, so that each service's Redis user
-reaches only its own (common.messaging.redis_acl). The visibility-timeout sweep's mutex is
-released with ``EVAL``, not redis-py's ``Lock`` (its ``EVALSHA`` falls back to ``SCRIPT LOAD``,
-which no service user may run).
+When Redis cannot take a command (full under ``noeviction``, a read-only replica, restarting),
+the message it was about stays in the processing list, the worker lets go of it locally and goes
+on, and the consumer tries again before it takes its next message: an acknowledgement that
+failed, or a requeue. Taking a message (``BLMOVE`` is a write) and renewing the lease tolerate
+the same refusal: the worker waits a moment and tries again.
+
+Every key of this bookkeeping (processing lists, their registry, leases; kombu's unacknowledged
+hash, its index and mutex, for a message taken by kombu's own ``basic_get``) is named under the
+transport option ``processing_prefix`` and kombu's ``unacked_*_key`` options: one prefix per
+service, so that each service's Redis user reaches only its own (common.messaging.redis_acl).
+The visibility-timeout sweep's mutex is released with ``EVAL``, not redis-py's ``Lock`` (its
+``EVALSHA`` falls back to ``SCRIPT LOAD``, which no service user may run).
 
 Selected with ``broker_transport`` in ``common.messaging.celery``; the broker URL stays
 ``redis://``.
@@ -49,12 +54,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis as redis_py
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ DEFAULT_PREFIX = "_kombu."
 REFUSED_PAUSE_S = 1.0
 
 # Gives back what consumers without a lease hold, and what ARGV names (this consumer's own
-# lists, when it could not record a message): each message to the end its queue is read from.
+# lists, on a clean close): each message to the end its queue is read from.
 _GIVE_BACK = """
 local given = 0
 local force = {}
@@ -82,6 +87,17 @@ for i = 1, #entries, 2 do
 end
 return given
 """
+# Gives one message back to its queue (ARGV[3]: LPUSH to its end, RPUSH to its front) if this
+# consumer's processing list still holds it: a sweep may have given it back already, after a
+# pause that outlived the lease. LREM first: a script that has written may go on writing on a
+# full server, so the message is never half moved.
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call(ARGV[3], KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
 # Lets go of the sweep's mutex only if this consumer still holds it (as redis-py's Lock does).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -89,65 +105,95 @@ return 0
 """
 
 
+class Taken(NamedTuple):
+    """A message this consumer took: where it waits until acknowledged, and its bytes there."""
+
+    processing: str
+    queue: str
+    raw: bytes
+
+
 class QoS(redis.QoS):
     channel: Channel
     _vrestore_count: int  # set by kombu's QoS, missing from its type stubs
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[str, Taken] = {}  # delivery tag -> the message in a processing list
+
+    @property
+    def _in_hand(self) -> dict[str, Any]:
+        """kombu's delivered messages by tag (optional only in its type stubs)."""
+        return cast(dict[str, Any], self._delivered)
+
     def append(self, message: Any, delivery_tag: str) -> None:
         taken, self.channel._taken = self.channel._taken, None
-        if taken is None:  # not taken by BLMOVE (kombu's own paths)
+        if taken is None:  # not taken by BLMOVE (kombu's own paths): kombu records it
             super().append(message, delivery_tag)
             return
-        processing, raw = taken
-        delivery = message.delivery_info
-        record = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        try:
-            with self.pipe_or_acquire() as pipe:
-                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-                pipe.hset(self.unacked_key, delivery_tag, record)
-                pipe.lrem(processing, 1, raw)
-                pipe.execute()
-        except redis_py.ResponseError as refused:
-            # Nothing was written: it stays in the processing list, and goes back to its queue
-            # before this consumer takes the next message.
-            self.channel._stranded.add(processing)
-            logger.warning("Redis refused to record a message as taken (%s); retrying", refused)
-            time.sleep(REFUSED_PAUSE_S)
-            raise Empty() from refused
+        self._held[delivery_tag] = taken  # already in a durable place: nothing to write
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         """Acknowledge on the broker, and let go of the message locally whatever the broker said.
 
-        kombu's ack drops the message from its unacknowledged set in Redis, then locally; when
-        Redis cannot be reached (restarting, say) the first step raised, the second never ran,
+        kombu's ack dropped the message from its unacknowledged set in Redis, then locally; when
+        Redis could not be reached (restarting, say) the first step raised, the second never ran,
         and the message stayed counted as in hand: with prefetch 1 the worker never took another
         one, for good (a `make chaos` run found the orchestrator's worker idle for minutes after
-        one failed ack). The task's work is committed either way: its entry in the broker's
-        unacknowledged set, if Redis still has it, hands the message out again after the
-        visibility timeout, and the inbox drops that copy."""
+        one failed ack). The task's work is committed either way: the consumer drops the message
+        from its processing list before it takes the next one (and if Redis lost it meanwhile,
+        or a sweep gave it back, the inbox drops the copy)."""
+        taken = self._held.pop(delivery_tag, None)
         try:
-            cast(Any, self)._remove_from_indices(delivery_tag).execute()  # (not in the stubs)
+            if taken is None:
+                cast(Any, self)._remove_from_indices(delivery_tag).execute()  # (not in the stubs)
+            else:
+                self.channel.drop_taken(taken)
         except redis_py.RedisError as error:
+            if taken is not None:
+                self.channel._unacked.add(taken)
             logger.warning(
-                "could not acknowledge message %s on the broker (%s); it stays unacknowledged "
-                "there until the visibility timeout, and its copy will be dropped by the inbox",
+                "could not acknowledge message %s on the broker (%s); it stays in the broker's "
+                "keeping until it can be, and a copy handed out again is dropped by the inbox",
                 delivery_tag,
                 error,
             )
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue:  # dropped, as kombu's reject without requeue drops it
+            self.ack(delivery_tag)
+            return
+        taken = self._held.pop(delivery_tag, None)
         try:
-            super().reject(delivery_tag, requeue=requeue)
+            if taken is None:
+                super().reject(delivery_tag, requeue=True)
+                return
+            # To the end of its queue, as kombu's requeue puts it.
+            self.channel.requeue_taken(taken, self._in_hand[delivery_tag], "LPUSH")
         except redis_py.ResponseError as refused:
+            if taken is not None:
+                self.channel._stranded.add(taken)
             logger.warning(
-                "Redis refused to requeue message %s (%s): it stays unacknowledged on the broker "
-                "and is handed out again after the visibility timeout",
+                "Redis refused to requeue message %s (%s): it stays in the broker's keeping and "
+                "is handed out again once Redis takes writes",
                 delivery_tag,
                 refused,
             )
-            virtual.QoS.ack(self, delivery_tag)  # let go locally only: take the next message
+        virtual.QoS.ack(self, delivery_tag)  # let go locally: take the next message
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """At shutdown (or when kombu replaces the channel): what this consumer holds goes back
+        to the front of its queue, unless it went back already."""
+        held, self._held = self._held, {}
+        with self.channel.conn_or_acquire(client) as client:
+            for tag, message in self._in_hand.items():
+                if tag in held:
+                    self.channel.requeue_taken(held[tag], message, "RPUSH", client)
+                else:
+                    self.restore_by_tag(tag, client=client)
+        self._in_hand.clear()
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         try:
@@ -157,9 +203,9 @@ class QoS(redis.QoS):
             logger.warning("could not restore unacknowledged messages yet (%s)", refused)
 
     def _restore_visible(self, *, start: int, num: int, interval: int) -> None:
-        """kombu's sweep (every ``interval``-th call: messages unacknowledged for longer than
-        the visibility timeout go back to their queue), under a mutex taken with ``SET NX``
-        and released with ``EVAL``."""
+        """kombu's sweep of its own unacknowledged set (messages taken by ``basic_get``; every
+        ``interval``-th call: those unacknowledged for longer than the visibility timeout go
+        back to their queue), under a mutex taken with ``SET NX`` and released with ``EVAL``."""
         self._vrestore_count += 1
         if (self._vrestore_count - 1) % (interval or 1):
             return
@@ -190,7 +236,7 @@ class Channel(redis.Channel):
     # One list per queue: BLMOVE takes a single source list.
     priority_steps = [0]
     #: Seconds a consumer's processing list stays its own without renewal.
-    processing_lease = 30
+    processing_lease = 300
     #: Where this service's processing lists, their registry and the leases live.
     processing_prefix = DEFAULT_PREFIX
     from_transport_options = (
@@ -207,8 +253,9 @@ class Channel(redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._consumer_id = uuid.uuid4().hex
-        self._taken: tuple[str, bytes] | None = None
-        self._stranded: set[str] = set()
+        self._taken: Taken | None = None
+        self._stranded: set[Taken] = set()  # to go back to their queue before the next take
+        self._unacked: set[Taken] = set()  # handled, to drop before the next take
         self._waiting_on: str | None = None
         self._lease_renewed_at = float("-inf")
         self._leased: set[str] = set()  # processing lists this consumer registered
@@ -238,6 +285,24 @@ class Channel(redis.Channel):
             self._side_client = cast(Any, self)._create_client()  # (not in the type stubs)
         yield self._side_client
 
+    def drop_taken(self, taken: Taken, client: Any = None) -> None:
+        """Acknowledge: the message leaves the processing list (one copy of it, if a message
+        with the same bytes was taken twice)."""
+        with self.conn_or_acquire(client) as client:
+            client.lrem(taken.processing, 1, taken.raw)
+
+    def requeue_taken(self, taken: Taken, message: Any, push: str, client: Any = None) -> None:
+        """Back to its queue, marked as redelivered (as kombu's restore marks it), if the
+        processing list still holds it."""
+        payload = message._raw
+        try:
+            payload["headers"]["redelivered"] = True
+            payload["properties"]["delivery_info"]["redelivered"] = True
+        except (KeyError, TypeError):
+            pass
+        with self.conn_or_acquire(client) as client:
+            client.eval(_REQUEUE, 2, taken.processing, taken.queue, taken.raw, dumps(payload), push)
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(1)
         if not queues:
@@ -253,27 +318,46 @@ class Channel(redis.Channel):
         )
 
     def _prepare_to_take(self) -> None:
-        """Renew the lease when a third of it has passed (a long task may have outlived it:
-        another worker's sweep found the processing list empty and forgot it), and give back
-        what this consumer took but could not record."""
+        """Settle what Redis could not take earlier (acknowledgements, requeues), and renew the
+        lease when a tenth of it has passed (a task that outlived it lost its processing list
+        to another worker's sweep)."""
         now = time.monotonic()
-        if not self._stranded and now - self._lease_renewed_at < self.processing_lease / 3:
+        due = now - self._lease_renewed_at >= self.processing_lease / 10
+        if not (due or self._stranded or self._unacked):
             return
-        with self.conn_or_acquire() as client:
-            with client.pipeline() as pipe:
-                pipe.set(self.lease_key, 1, ex=self.processing_lease)
-                for queue in self.active_queues:
-                    pipe.hset(
-                        self.registry_key,
-                        self.processing_key(queue),
-                        json.dumps([self.lease_key, queue]),
-                    )
-                pipe.execute()
-            self._leased.update(self.processing_key(queue) for queue in self.active_queues)
-            if self._stranded:
-                self._give_back(client, sorted(self._stranded))
-                self._stranded.clear()
-        self._lease_renewed_at = now
+        try:
+            with self.conn_or_acquire() as client:
+                self._settle(client)
+                if due:
+                    self._renew_lease(client)
+                    self._lease_renewed_at = now
+        except redis_py.ResponseError as refused:
+            # Full or read-only: what is held stays held, in a durable place; tried again on
+            # the next turn. (A connection error goes up to kombu, which reconnects.)
+            logger.warning("Redis refused a consumer's upkeep (%s); retrying", refused)
+            time.sleep(REFUSED_PAUSE_S)
+
+    def _settle(self, client: Any) -> None:
+        while self._unacked:
+            taken = next(iter(self._unacked))
+            self.drop_taken(taken, client)
+            self._unacked.discard(taken)
+        while self._stranded:
+            taken = next(iter(self._stranded))
+            client.eval(_REQUEUE, 2, taken.processing, taken.queue, taken.raw, taken.raw, "RPUSH")
+            self._stranded.discard(taken)
+
+    def _renew_lease(self, client: Any) -> None:
+        with client.pipeline() as pipe:
+            pipe.set(self.lease_key, 1, ex=self.processing_lease)
+            for queue in self.active_queues:
+                pipe.hset(
+                    self.registry_key,
+                    self.processing_key(queue),
+                    json.dumps([self.lease_key, queue]),
+                )
+            pipe.execute()
+        self._leased.update(self.processing_key(queue) for queue in self.active_queues)
 
     def _brpop_read(self, **options: Any) -> bool:
         queue = self._waiting_on
@@ -290,7 +374,7 @@ class Channel(redis.Channel):
                 raise Empty() from refused
             if not raw or queue is None:
                 raise Empty()
-            self._taken = (self.processing_key(queue), raw)
+            self._taken = Taken(self.processing_key(queue), queue, raw)
             self._queue_cycle.rotate(queue)
             try:
                 payload = loads(bytes_to_str(raw))
@@ -303,15 +387,15 @@ class Channel(redis.Channel):
             self.connection._deliver(payload, queue)
             return True
         finally:
-            if self._taken is not None:  # delivered without being recorded: give it back
-                self._stranded.add(self._taken[0])
+            if self._taken is not None:  # delivered without being held: give it back
+                self._stranded.add(self._taken)
                 self._taken = None
             self._in_poll = None
             self._waiting_on = None
             self._flush_brpop_reauth()
 
     def give_back_abandoned(self) -> int:
-        """Messages taken by consumers that died before recording them go back to their queue."""
+        """Messages held by consumers whose lease ran out go back to their queue."""
         with self.conn_or_acquire() as client:
             given = self._give_back(client, [])
         if given:
@@ -328,13 +412,14 @@ class Channel(redis.Channel):
         super().close()
 
     def _release(self) -> None:
-        """On a clean close nothing is in flight: hand back anything left, drop the lease."""
+        """On a clean close: drop what was handled, hand back the rest, drop the lease."""
         own = sorted(self._leased)
         if not own:
             return
         failures: tuple[type[Exception], ...] = (*self.connection_errors, redis_py.ResponseError)
         try:
             with self.conn_or_acquire() as client:
+                self._settle(client)
                 self._give_back(client, own)
                 with client.pipeline() as pipe:
                     pipe.hdel(self.registry_key, *own)

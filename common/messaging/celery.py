@@ -14,27 +14,27 @@ from celery.signals import task_prerun, worker_init, worker_process_init, worker
 from common.messaging.redis_acl import broker_keys
 from common.messaging.routing import SERVICES
 
-# Longer than any task may run or wait (retry countdowns stay well below it), so Redis never
-# hands an unacknowledged message to a second worker while the first still holds it; short
-# enough that a message held by a worker that died comes back within minutes.
+# Longer than any task may run, so Redis never hands an unacknowledged message to a second
+# worker while the first still holds it; short enough that a message held by a worker that died
+# comes back within minutes. It is the lease a consumer holds on the messages in its processing
+# list (see common.messaging.broker), renewed while the worker's loop runs (a retry's countdown
+# does not count against it).
 VISIBILITY_TIMEOUT_S = 300
-# How long a message taken by a consumer that then died (before recording it as unacknowledged)
-# waits in that consumer's processing list: its lease, plus up to one sweep (10 s).
-PROCESSING_LEASE_S = 30
 
 
 def transport_options(service: str, visibility_timeout_s: int) -> dict[str, Any]:
     """Redis hands an unacknowledged message (its worker died) out again after the visibility
-    timeout; kombu sweeps for such messages every interval × throttle seconds (100 s by default),
-    which a short timeout (in tests) shortens to match. A consumer's lease on the messages it is
-    taking is never longer than the visibility timeout (see common.messaging.broker).
+    timeout: the consumer's lease on its processing list (common.messaging.broker), given back
+    by every worker's sweep (every 10 s). kombu's own sweep of its unacknowledged set (only
+    ``basic_get`` fills it) runs every interval × throttle seconds (100 s by default), which a
+    short timeout (in tests) shortens to match.
 
     The service's bookkeeping keys are its own (``broker_keys``), so that its Redis user can be
     kept off every other service's; one list per queue (``priority_steps``), which Flower reads
     from here to know which lists a queue has."""
     options: dict[str, Any] = {
         "visibility_timeout": visibility_timeout_s,
-        "processing_lease": min(PROCESSING_LEASE_S, visibility_timeout_s),
+        "processing_lease": visibility_timeout_s,
         "priority_steps": [0],
         **broker_keys(service),
     }

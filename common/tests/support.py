@@ -18,6 +18,7 @@ from django.db import transaction
 from common.messaging.contract import AccountMovement, CustomerRegistered
 from common.messaging.envelope import Correlation, Envelope, new_command, new_event
 from common.messaging.keys import load_key_ring
+from common.messaging.redis_acl import broker_keys
 from common.messaging.signing import KeyRing, SigningKey
 from common.outbox.services import outbox_put
 from common.polling import wait_until
@@ -39,6 +40,14 @@ def queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
         args, _, _ = json.loads(base64.b64decode(message["body"]))
         envelopes += [json.loads(arg) for arg in args]
     return envelopes
+
+
+def held(client: redis.Redis, service: str) -> int:
+    """How many of ``service``'s messages its consumers hold unacknowledged: in their processing
+    lists (common.messaging.broker), or in kombu's own unacknowledged set (``basic_get``)."""
+    keys = broker_keys(service)
+    lists = client.scan_iter(f"{keys['processing_prefix']}processing.*")
+    return sum(int(client.llen(key)) for key in lists) + int(client.hlen(keys["unacked_key"]))
 
 
 def debit_command(

@@ -20,7 +20,14 @@ from common.messaging.redis_acl import broker_keys
 from common.outbox.models import OutboxMessage
 from common.tests.integration.conftest import Processes
 from common.tests.integration.test_poison import celery_message
-from common.tests.support import debit_command, funded_account, registered_event, wait_until, wire
+from common.tests.support import (
+    debit_command,
+    funded_account,
+    held,
+    registered_event,
+    wait_until,
+    wire,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,13 +42,6 @@ def waiting_for_a_message(client: redis.Redis) -> int:
     """How many consumers of this Redis database are blocked waiting on a queue."""
     db = client.connection_pool.connection_kwargs.get("db", 0)
     return sum(1 for c in client.client_list() if c["cmd"] == "blmove" and int(c["db"]) == int(db))
-
-
-def processing(client: redis.Redis) -> int:
-    return sum(
-        int(client.llen(key))
-        for key in client.scan_iter(f"{ACCOUNT['processing_prefix']}processing.*")
-    )
 
 
 def test_messages_handed_to_frozen_workers_that_are_then_killed_are_handled_once(
@@ -62,16 +62,16 @@ def test_messages_handed_to_frozen_workers_that_are_then_killed_are_handled_once
     )
     # Redis handed one message to each frozen worker: with BRPOP both would be gone now.
     wait_until(lambda: queue.llen("account") == 0)
-    assert processing(queue) == 2
+    assert held(queue, "account") == 2
     for worker in frozen:
         processes.kill(worker)
-    assert processing(queue) == 2  # still there, in a durable place
+    assert held(queue, "account") == 2  # still there, in a durable place
 
     processes.worker(extra_env=SHORT)
 
     wait_until(lambda: Account.objects.filter(customer_id=newcomer).exists(), timeout_s=30)
     wait_until(lambda: LedgerEntry.objects.filter(kind="charge").exists(), timeout_s=30)
-    wait_until(lambda: processing(queue) == 0 and queue.hlen(ACCOUNT["unacked_key"]) == 0)
+    wait_until(lambda: held(queue, "account") == 0)
     time.sleep(1)  # let a late copy be handled too
     assert Account.objects.get(pk=customer_id).balance == 700
     assert LedgerEntry.objects.filter(kind="charge").count() == 1

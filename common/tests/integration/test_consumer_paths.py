@@ -14,7 +14,6 @@ from django.db import connection, transaction
 
 from account.accounts.models import Account, LedgerEntry
 from common.inbox.models import DeadLetter
-from common.messaging.redis_acl import broker_keys
 from common.tests.integration.conftest import Processes
 from common.tests.integration.faulty_hooks import FAULTS_KEY
 from common.tests.integration.test_poison import celery_message, raw_message
@@ -22,6 +21,7 @@ from common.tests.integration.test_relay_faults import _waiting_on_lock, private
 from common.tests.support import (
     debit_command,
     funded_account,
+    held,
     registered_event,
     wait_until,
     wire,
@@ -50,10 +50,6 @@ def dead_letters_refused() -> Iterator[None]:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TRIGGER refuse_dead_letter ON {table}")
             cursor.execute("DROP FUNCTION refuse_dead_letter()")
-
-
-# The account worker's kombu keys: its unacknowledged messages, processing lists and leases.
-ACCOUNT = broker_keys("account")
 
 
 def test_poison_that_cannot_be_parked_goes_back_and_the_worker_keeps_consuming(
@@ -166,5 +162,5 @@ def test_a_failure_around_the_task_requeues_its_message(
     # Not dropped (Celery's reject without requeue would have): back on the queue, then handled.
     wait_until(lambda: Account.objects.filter(customer_id=customer_id).exists(), timeout_s=30)
     assert _log(tmp_path).count("failed outside its own handling") == 2
-    wait_until(lambda: queue.hlen(ACCOUNT["unacked_key"]) == 0)
+    wait_until(lambda: held(queue, "account") == 0)
     assert queue.llen("account") == 0

@@ -16,20 +16,17 @@ from account.accounts.services import account_debit
 from common.inbox.models import DeadLetter, InboxMessage
 from common.messaging.contract import AccountMovement, OrderRef
 from common.messaging.envelope import Correlation, new_command
-from common.messaging.redis_acl import broker_keys
 from common.tests.integration.conftest import Processes
 from common.tests.support import (
     forged_signed,
     funded_account,
+    held,
     push,
     registered_event,
     signed,
     wait_until,
     wire,
 )
-
-# The account worker's kombu keys: its unacknowledged messages, processing lists and leases.
-ACCOUNT = broker_keys("account")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,9 +130,7 @@ def test_forged_messages_are_dead_lettered_and_move_no_money(
     assert LedgerEntry.objects.filter(kind="charge").count() == 1
     assert InboxMessage.objects.filter(type__startswith="account.").count() == 0
     assert worker.poll() is None
-    assert (
-        queue.llen("account") == 0 and queue.hlen(ACCOUNT["unacked_key"]) == 0
-    )  # all acknowledged
+    assert queue.llen("account") == 0 and held(queue, "account") == 0  # all acknowledged
 
 
 def test_a_genuine_refund_naming_another_customer_is_refused_with_a_reply(

@@ -13,15 +13,11 @@ from celery import current_app
 
 from account.accounts.models import Account
 from common.inbox.models import DeadLetter
-from common.messaging.redis_acl import broker_keys
 from common.messaging.transport import Outgoing, Publisher, kombu_redis_payload
 from common.tests.integration.conftest import Processes
-from common.tests.support import debit_command, registered_event, signed, wait_until, wire
+from common.tests.support import debit_command, held, registered_event, signed, wait_until, wire
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# The account worker's kombu keys: its unacknowledged messages, processing lists and leases.
-ACCOUNT = broker_keys("account")
 
 
 def raw_message(*, body: bytes, content_type: str, task: str = "inbox.consume") -> str:
@@ -89,4 +85,4 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_consuming(
     assert all(letter.raw_body for letter in DeadLetter.objects.all())
     assert worker.poll() is None  # still running
     assert queue.llen("account") == 0
-    assert queue.hlen(ACCOUNT["unacked_key"]) == 0  # every poison message was acknowledged
+    wait_until(lambda: held(queue, "account") == 0)  # every poison message was acknowledged

@@ -36,6 +36,7 @@ from common.tests.integration.test_relay_faults import _waiting_on_lock
 from common.tests.support import (
     debit_command,
     funded_account,
+    held,
     queued,
     registered_event,
     wait_until,
@@ -283,7 +284,7 @@ def test_real_processes_each_logged_in_as_their_own_service_carry_a_message_acro
     wait_until(lambda: acl_redis.admin.llen("orchestrator") == 1, timeout_s=30)
     (reply,) = queued(acl_redis.admin, "orchestrator")
     assert reply["type"] == "account.debit.reply" and reply["source"] == "account"
-    wait_until(lambda: acl_redis.admin.hlen(broker_keys("account")["unacked_key"]) == 0)
+    wait_until(lambda: held(acl_redis.admin, "account") == 0)
     status, metrics = _get(f"http://127.0.0.1:{web_port}/account/metrics")
     assert status == 200 and b"inbox_queue_depth 0.0" in metrics
     wait_until(lambda: _answers(f"http://127.0.0.1:{web_port}/account/readyz"))
@@ -309,9 +310,9 @@ def _publish(acl_redis: AclRedis, sender: str, envelope: Envelope) -> None:
 def test_what_dead_workers_held_comes_back_through_the_sweeps_of_the_next(
     acl_redis: AclRedis, processes: Processes
 ) -> None:
-    """The sweeps' own commands under the account user: the give-back script (a message taken
-    by a worker that died before recording it) and kombu's restore of an unacknowledged
-    message (its worker died while handling it)."""
+    """The sweep's own commands under the account user: the give-back script, for a message
+    taken by a worker that was frozen and then died before it started on the message, and for
+    one whose worker died while handling it."""
     env = {"REDIS_URL": acl_redis.urls["account"], "CELERY_VISIBILITY_TIMEOUT": "3"}
     admin = acl_redis.admin
     customer_id = funded_account(1000)
@@ -330,15 +331,15 @@ def test_what_dead_workers_held_comes_back_through_the_sweeps_of_the_next(
         wait_until(lambda: Account.objects.filter(customer_id=newcomer.payload["customer_id"]))
         _publish(acl_redis, "orchestrator", debit_command(customer_id, 300))
         wait_until(lambda: admin.llen("account") == 0 and _waiting_on_lock())
-        processes.kill(handling)  # dies holding the debit, recorded as unacknowledged
+        processes.kill(handling)  # dies holding the debit, in its processing list
         _terminate_lock_waiters()
-    assert admin.hlen(broker_keys("account")["unacked_key"]) == 1
+    assert held(admin, "account") == 1
 
     processes.worker(extra_env=env)
 
     wait_until(lambda: LedgerEntry.objects.filter(kind="charge").exists(), timeout_s=30)
     assert Account.objects.get(pk=customer_id).balance == 700
-    wait_until(lambda: admin.hlen(broker_keys("account")["unacked_key"]) == 0)
+    wait_until(lambda: held(admin, "account") == 0)
     assert acl_redis.denials() == []
 
 
