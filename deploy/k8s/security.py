@@ -38,6 +38,8 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 # The Secret the overlay's cert-manager Certificate writes, in the ingress gateway's namespace.
 TLS_SECRET = "cafe-gateway-tls"  # noqa: S105 — a Secret's name
+# The ingress gateway's DENY policy for requests without a token (require_token).
+DENY_TOKENLESS = "cafe-require-token"
 
 
 def principal(owner: str) -> str:
@@ -247,7 +249,7 @@ def protected_operations() -> list[Obj]:
 
 def require_token() -> Obj:
     return _authorization_policy(
-        "cafe-require-token",
+        DENY_TOKENLESS,
         {
             "selector": {"matchLabels": INGRESS_LABELS},
             "action": "DENY",
@@ -280,11 +282,62 @@ def _gateway_filter_patch(operation: str, value: Obj) -> Obj:
     }
 
 
+def missing_token_reply() -> Obj:
+    """A request the DENY policy below refused for want of a token answers as the contract says
+    (401 ``not_authenticated`` problem+json, ``WWW-Authenticate``), not with Istio's own
+    ``403 RBAC: access denied``. Istio names each rule of an AuthorizationPolicy
+    ``ns[<namespace>]-policy[<name>]-rule[<index>]``, and Envoy's RBAC filter puts the rule that
+    denied a request in its response code details: only this policy's refusals become 401."""
+    denied_here = (
+        f"rbac_access_denied_matched_policy[ns[{ISTIO_NAMESPACE}]-policy[{DENY_TOKENLESS}]-"
+    )
+    when = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": f"{envoy._TYPES}.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": (
+                    f"response.code == 403 && response.code_details.startsWith('{denied_here}')"
+                ),
+            },
+        }
+    }
+    return {
+        **envoy._problem_mapper(policy.NOT_AUTHENTICATED, when),
+        "status_code": policy.NOT_AUTHENTICATED.status,
+    }
+
+
+def local_replies() -> Obj:
+    """The ingress gateway's own replies, as the local Envoy gateway's: every error it makes
+    itself (a bad token's 401, 403, 413, 429, 50x) as problem+json, a missing token as 401."""
+    return {"mappers": [missing_token_reply(), *envoy._local_replies()["mappers"]]}
+
+
+def _local_replies_patch() -> Obj:
+    manager = "envoy.filters.network.http_connection_manager"
+    return {
+        "applyTo": "NETWORK_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": manager}}}},
+        "patch": {
+            "operation": "MERGE",
+            "value": {
+                "name": manager,
+                "typed_config": {
+                    "@type": f"{envoy._TYPES}.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+                    "local_reply_config": local_replies(),
+                },
+            },
+        },
+    }
+
+
 def edge_filters() -> Obj:
     """The local gateways' edge rules at the ingress gateway, built by the same code that writes
     the Envoy gateway's config (deploy/gateway/envoy.py, envoy_auth.py): the caller headers
     removed from the client's request before anything reads them, the per-address and per-caller
-    token buckets, and the body limit (413)."""
+    token buckets, the body limit (413), and the problem+json replies."""
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
@@ -300,6 +353,7 @@ def edge_filters() -> Obj:
                     "INSERT_BEFORE", envoy_auth.caller_rate_limit_filter(policy.CALLER_LIMITS)
                 ),
                 _gateway_filter_patch("INSERT_BEFORE", envoy._buffer_and_route()[0]),
+                _local_replies_patch(),
             ],
         },
     }
