@@ -300,8 +300,11 @@ class Channel(redis.Channel):
             payload["properties"]["delivery_info"]["redelivered"] = True
         except (KeyError, TypeError):
             pass
+        self._requeue(taken, dumps(payload), push, client)
+
+    def _requeue(self, taken: Taken, raw: bytes | str, push: str, client: Any = None) -> None:
         with self.conn_or_acquire(client) as client:
-            client.eval(_REQUEUE, 2, taken.processing, taken.queue, taken.raw, dumps(payload), push)
+            client.eval(_REQUEUE, 2, taken.processing, taken.queue, taken.raw, raw, push)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(1)
@@ -344,7 +347,7 @@ class Channel(redis.Channel):
             self._unacked.discard(taken)
         while self._stranded:
             taken = next(iter(self._stranded))
-            client.eval(_REQUEUE, 2, taken.processing, taken.queue, taken.raw, taken.raw, "RPUSH")
+            self._requeue(taken, taken.raw, "RPUSH", client)  # never delivered: as it was
             self._stranded.discard(taken)
 
     def _renew_lease(self, client: Any) -> None:
@@ -380,9 +383,8 @@ class Channel(redis.Channel):
                 payload = loads(bytes_to_str(raw))
             except ValueError:
                 logger.error("dropping a queue item that is no kombu message: %r", raw[:200])
-                self._taken = None
-                with self.conn_or_acquire() as client:
-                    client.lrem(self.processing_key(queue), 1, raw)
+                taken, self._taken = self._taken, None
+                self.drop_taken(taken)
                 raise Empty() from None
             self.connection._deliver(payload, queue)
             return True

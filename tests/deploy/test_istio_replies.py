@@ -25,6 +25,7 @@ from tests.e2e.gateways import free_port
 
 ENVOY = Path(sys.executable).parent / "envoy"
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 
 
 def _rule(name: str, prefix: str) -> dict[str, Any]:
@@ -44,63 +45,28 @@ def _bootstrap(port: int) -> dict[str, Any]:
         for p in security.edge_filters()["spec"]["configPatches"]
         if p["applyTo"] == "NETWORK_FILTER"
     ]
-    manager = patch["patch"]["value"]["typed_config"]
-    rules = {**_rule(security.DENY_TOKENLESS, "/api/"), **_rule("another-policy", "/other/")}
-    return {
-        "static_resources": {
-            "listeners": [
-                {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": patch["patch"]["value"]["name"],
-                                    "typed_config": {
-                                        **manager,
-                                        "stat_prefix": "ingress",
-                                        "route_config": {
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "all",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "direct_response": {
-                                                                "status": 200,
-                                                                "body": {"inline_string": "up"},
-                                                            },
-                                                        }
-                                                    ],
-                                                }
-                                            ]
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.rbac",
-                                                "typed_config": {
-                                                    "@type": RBAC,
-                                                    "rules": {"action": "DENY", "policies": rules},
-                                                },
-                                            },
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {
-                                                    "@type": "type.googleapis.com/envoy."
-                                                    "extensions.filters.http.router.v3.Router"
-                                                },
-                                            },
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ]
-        }
+    policies = {**_rule(security.DENY_TOKENLESS, "/api/"), **_rule("another-policy", "/other/")}
+    rules = {"action": "DENY", "policies": policies}
+    answer_up = {"match": {"prefix": "/"}, "direct_response": {"status": 200}}
+    filters = [
+        {"name": "envoy.filters.http.rbac", "typed_config": {"@type": RBAC, "rules": rules}},
+        {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+    ]
+    manager = {
+        **patch["patch"]["value"]["typed_config"],  # the local replies under test
+        "stat_prefix": "ingress",
+        "route_config": {
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [answer_up]}]
+        },
+        "http_filters": filters,
     }
+    listener = {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": patch["patch"]["value"]["name"], "typed_config": manager}]}
+        ],
+    }
+    return {"static_resources": {"listeners": [listener]}}
 
 
 @pytest.fixture(scope="module")
