@@ -95,6 +95,9 @@ def _auth_locations() -> Iterator[str]:
     yield "    proxy_pass_request_body off;"
     yield '    proxy_set_header Content-Length "";'
     yield "    proxy_pass_request_headers off;"
+    # A location's proxy_set_header replaces every inherited one, the server's `Connection ""`
+    # too: without it Nginx asks the service to close the kept-alive connection it then reuses.
+    yield '    proxy_set_header Connection "";'
     yield "    proxy_set_header Authorization $http_authorization;"
     yield "    proxy_set_header Host $http_host;"
     yield "    proxy_set_header X-Request-Id $gateway_request_id;"

@@ -114,6 +114,8 @@ class Upstream(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     verifications: Counter[str] = Counter()
+    # The Connection header of each verification request, as the upstream received it.
+    verify_connections: list[str] = []
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -128,6 +130,7 @@ class Upstream(BaseHTTPRequestHandler):
         """The contract's /customer/auth/verify: 204 with the caller, or a 401 problem."""
         scheme, _, value = (self.headers.get("authorization") or "").partition(" ")
         self.verifications[value] += 1
+        self.verify_connections.append(self.headers.get("connection", ""))
         try:
             if scheme.lower() != "bearer":
                 raise jwt.InvalidTokenError("no bearer token")
@@ -420,6 +423,24 @@ def test_a_polling_client_is_verified_at_most_once_per_cache_period(url: str) ->
     assert statuses == {200}
     # Envoy checks signatures itself; Nginx asks the customer service, once per cached answer.
     assert Upstream.verifications[signed] <= 1
+
+
+def test_nginx_keeps_its_connection_to_the_verifier_open(
+    upstream: tuple[str, int], tmp_path: Path
+) -> None:
+    """A verification that asked to close its connection left Nginx a kept-alive connection the
+    service was closing; the next request sent on it got 502."""
+    upstreams = {service: upstream for service in SERVICES}
+    Upstream.verify_connections.clear()
+    with (
+        gateway("nginx", tmp_path, upstreams, policy.RateLimit(), ACCESS) as running,
+        client(running.url, "127.0.5.3") as http,
+    ):
+        statuses = [http.get("/api/v1/orders", headers=bearer(token())).status_code for _ in "abc"]
+
+    assert statuses == [200] * 3
+    assert len(Upstream.verify_connections) == 3
+    assert not any("close" in value.lower() for value in Upstream.verify_connections)
 
 
 @pytest.mark.parametrize("kind", GATEWAYS)
